@@ -1,0 +1,182 @@
+"""The SDK an agent imports: emit events without ever waiting on the broker.
+
+>>> import tempfile, os
+>>> box = os.path.join(tempfile.mkdtemp(), "outbox.db")
+>>> client = AgentClient("doc-keeper", bootstrap=None, outbox_path=box)  # outbox only
+>>> ev = client.emit("review.completed",
+...                  {"change_id": "c1", "project": "Ant", "passed_first_try": True})
+>>> ev.producer, ev.schema_version
+('doc-keeper', 1)
+>>> bad = client.emit("no.such.type", {})
+>>> bad.reason
+'unknown_type'
+>>> client.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.outbox import Outbox
+from agents.producer import BackgroundProducer, ProducerStats
+from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event
+from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
+from schemas.deadletter import dead_letter
+
+log = logging.getLogger(__name__)
+
+Scrubber = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """What ``emit`` returns for bad input: the reason code and a human message.
+
+    The attempt itself is kept in the dead-letter topic, so nothing is lost.
+    """
+
+    reason: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class AgentClient:
+    """One agent's handle on selflearn.
+
+    ``emit`` validates, encodes and queues an event, then returns at once; a
+    background producer delivers it (keyed by agent id, so one agent's events
+    keep their order). With ``bootstrap=None`` events wait in the durable
+    outbox until a client with a broker address drains it.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        bootstrap: str | None,
+        topic_prefix: str = "selflearn",
+        outbox_path: str | Path | None = None,
+        partitions: int = 8,
+        queue_size: int = 100_000,
+        scrub: Scrubber | None = None,
+    ) -> None:
+        if not agent_id:
+            raise ValueError("agent_id is required: it keys and orders this agent's events")
+        self.agent_id = agent_id
+        self.topic_prefix = topic_prefix
+        self._key = agent_id.encode()
+        self._scrub = scrub
+        self._topics = {s.type: topic_name(topic_prefix, s.stream) for s in CATALOG.values()}
+        self.dead_letter_topic = topic_name(topic_prefix, DEAD_LETTER)
+        if outbox_path is None:
+            outbox_path = Path(tempfile.gettempdir()) / "selflearn-outbox" / f"{agent_id}.db"
+        self._outbox = Outbox(outbox_path)
+        self._producer: BackgroundProducer | None = None
+        if bootstrap is not None:
+            all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
+            self._producer = BackgroundProducer(
+                bootstrap, self._outbox, topics=all_topics, partitions=partitions,
+                queue_size=queue_size,
+            )
+        self.rejected = 0
+
+    @classmethod
+    def from_settings(cls, agent_id: str, **kwargs: Any) -> AgentClient:
+        """Connect with the configured (or embedded-stack) addresses."""
+        from ops.config import Settings, resolve
+
+        settings = Settings()
+        addresses = resolve(settings)
+        kwargs.setdefault("topic_prefix", settings.topic_prefix)
+        kwargs.setdefault("partitions", settings.partitions)
+        kwargs.setdefault(
+            "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"
+        )
+        return cls(agent_id, bootstrap=addresses.kafka_bootstrap, **kwargs)
+
+    # -- emitting (never blocks, never raises on bad input) -----------------------
+    def emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        subject_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Envelope | Rejected:
+        """Validate and queue one event; returns the envelope, or :class:`Rejected`."""
+        try:
+            if self._scrub is not None:
+                payload = self._scrub(event_type, payload)
+            event = new_event(
+                event_type, payload, producer=self.agent_id, subject_id=subject_id,
+                correlation_id=correlation_id, causation_id=causation_id,
+            )
+        except EventValidationError as exc:
+            attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
+            return self._reject(orjson.dumps(attempt, default=str), exc)
+        self._submit(self._topics[event.type], encode(event))
+        return event
+
+    def emit_event(self, event: Envelope) -> Envelope:
+        """Queue an already-built envelope (e.g. one being forwarded)."""
+        self._submit(self._topics[event.type], encode(event))
+        return event
+
+    def emit_raw(self, data: bytes) -> Envelope | Rejected:
+        """Validate wire bytes from elsewhere and queue them; bad bytes go to dead letters."""
+        try:
+            event = decode(data)
+        except EventValidationError as exc:
+            return self._reject(data, exc)
+        self._submit(self._topics[event.type], data)
+        return event
+
+    def _reject(self, raw: bytes, exc: EventValidationError) -> Rejected:
+        self.rejected += 1
+        log.warning("%s: event rejected: %s", self.agent_id, exc)
+        record = dead_letter(
+            raw, reason=exc.reason.value, error=exc.message, source="sdk", producer=self.agent_id
+        )
+        self._submit(self.dead_letter_topic, record)
+        return Rejected(exc.reason.value, exc.message)
+
+    def _submit(self, topic: str, value: bytes) -> None:
+        if self._producer is None:
+            self._outbox.put_many([(self._outbox.max_seq() + 1, topic, self._key, value)])
+        else:
+            self._producer.submit(topic, self._key, value)
+
+    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def stats(self) -> ProducerStats:
+        return self._producer.stats if self._producer else ProducerStats()
+
+    def pending(self) -> int:
+        """Events not yet acknowledged by the broker."""
+        return self._producer.pending() if self._producer else len(self._outbox)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until every event emitted so far is on the broker (for shutdown and tests)."""
+        return self._producer.flush(timeout) if self._producer else False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what can be delivered within ``timeout``; the rest stays in the outbox."""
+        if self._producer is not None:
+            self._producer.close(timeout)
+        self._outbox.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

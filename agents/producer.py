@@ -1,0 +1,206 @@
+"""Background producer: drains the emit queue to the broker, spills to the outbox.
+
+The caller's thread only appends to an in-memory deque (or, when that is full,
+writes one row to the local SQLite outbox). A daemon thread owns an asyncio
+loop and an aiokafka producer; it sends in batches with ``acks=all`` and
+idempotence when the broker supports it. When a send fails, the batch goes
+to the outbox and everything after it queues behind, so order per key is
+kept; once the broker answers again the outbox is replayed oldest first.
+Re-sent events may duplicate ones the broker already had; every event
+carries its id, so consumers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from agents.outbox import Outbox, Row
+
+log = logging.getLogger(__name__)
+
+BATCH = 5_000
+IDLE_SLEEP_S = 0.002
+RETRY_S = 0.5
+
+
+@dataclass
+class ProducerStats:
+    """Counters an operator (and the tests) can read at any time."""
+
+    submitted: int = 0
+    sent: int = 0
+    spilled: int = 0
+    send_failures: int = 0
+    idempotent: bool = False
+    connected: bool = False
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create missing topics (``partitions`` each); existing ones are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    await admin.start()
+    try:
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+class BackgroundProducer:
+    """Owns the broker connection on a daemon thread; ``submit`` never waits on it."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        outbox: Outbox,
+        *,
+        topics: Iterable[str] = (),
+        partitions: int = 8,
+        queue_size: int = 100_000,
+        idempotence: bool | None = None,
+        request_timeout_ms: int = 5_000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.stats = ProducerStats()
+        self._outbox = outbox
+        self._topics = tuple(topics)
+        self._partitions = partitions
+        self._queue: deque[Row] = deque()
+        self._queue_size = queue_size
+        self._idempotence = idempotence
+        self._timeout_ms = request_timeout_ms
+        self._seq = itertools.count(outbox.max_seq() + 1)
+        self._in_flight = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="selflearn-producer", daemon=True)
+        self._thread.start()
+
+    # -- caller side (hot path) -------------------------------------------------
+    def submit(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one encoded event; returns at once (never touches the network)."""
+        row = (next(self._seq), topic, key, value)
+        self.stats.submitted += 1
+        if len(self._queue) >= self._queue_size:
+            self._outbox.put_many([row])
+            self.stats.spilled += 1
+        else:
+            self._queue.append(row)
+
+    def pending(self) -> int:
+        """Events not yet acknowledged by the broker (queued, in flight or in the outbox)."""
+        return len(self._queue) + self._in_flight + len(self._outbox)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted so far is acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Try to deliver what is queued for up to ``timeout`` s, then spill the rest."""
+        self.flush(timeout)
+        self._stopping.set()
+        self._thread.join(timeout + 5)
+        self._outbox.put_many(self._take(len(self._queue)))
+
+    # -- background thread ------------------------------------------------------
+    def _take(self, limit: int) -> list[Row]:
+        rows: list[Row] = []
+        with contextlib.suppress(IndexError):
+            for _ in range(limit):
+                rows.append(self._queue.popleft())
+        return rows
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _connect(self) -> AIOKafkaProducer | None:
+        try:
+            if self._topics:
+                await ensure_topics(self.bootstrap, self._topics, self._partitions)
+            tries = [True, False] if self._idempotence is None else [self._idempotence]
+            for idempotent in tries:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
+                    enable_idempotence=idempotent, request_timeout_ms=self._timeout_ms,
+                    max_batch_size=256 * 1024,
+                )
+                try:
+                    await producer.start()
+                except KafkaError:
+                    await producer.stop()
+                    if idempotent and len(tries) > 1:
+                        log.info("broker refuses idempotent producers; using acks=all only")
+                        continue
+                    raise
+                self.stats.idempotent = idempotent
+                self.stats.connected = True
+                return producer
+        except (KafkaError, OSError) as exc:
+            log.debug("broker %s unreachable: %s", self.bootstrap, exc)
+        return None
+
+    async def _deliver(self, producer: AIOKafkaProducer, rows: list[Row]) -> bool:
+        """Send rows and wait for every acknowledgement; False if any failed."""
+        try:
+            futures = [await producer.send(t, v, key=k) for _, t, k, v in rows]
+            await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("delivery of %d events failed (%s)", len(rows), exc)
+            self.stats.send_failures += 1
+            return False
+        self.stats.sent += len(rows)
+        return True
+
+    async def _run(self) -> None:
+        producer: AIOKafkaProducer | None = None
+        while not self._stopping.is_set():
+            if producer is None:
+                producer = await self._connect()
+                if producer is None:
+                    self._outbox.put_many(self._take(len(self._queue)))
+                    await asyncio.sleep(RETRY_S)
+                    continue
+            ok = True
+            if len(self._outbox):
+                # Keep order: everything queued now goes behind what is waiting.
+                self._outbox.put_many(self._take(len(self._queue)))
+                rows = self._outbox.peek(BATCH)
+                ok = await self._deliver(producer, rows)
+                if ok:
+                    self._outbox.delete_through(rows[-1][0])
+            else:
+                rows = self._take(BATCH)
+                if not rows:
+                    await asyncio.sleep(IDLE_SLEEP_S)
+                    continue
+                self._in_flight = len(rows)
+                ok = await self._deliver(producer, rows)
+                if not ok:
+                    self._outbox.put_many(rows)
+                    self.stats.spilled += len(rows)
+                self._in_flight = 0
+            if not ok:
+                self.stats.connected = False
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                producer = None
+                await asyncio.sleep(RETRY_S)
+        if producer is not None:
+            await producer.stop()

@@ -1,0 +1,148 @@
+"""Configuration: where the broker, PostgreSQL, Redis and MLflow live.
+
+Every setting comes from an environment variable with the ``SELFLEARN_``
+prefix. A server address left unset means "use the embedded stack": the
+addresses that ``selflearn up`` wrote to ``<data_dir>/stack.json``.
+
+>>> s = Settings(data_dir="/tmp/x", redis_url="redis://r:6379/0", _env_file=None)
+>>> s.topic_prefix, s.partitions
+('selflearn', 8)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+
+# server name -> (Addresses field, environment variable, what it is)
+SERVERS: dict[str, tuple[str, str, str]] = {
+    "kafka": ("kafka_bootstrap", "SELFLEARN_KAFKA_BOOTSTRAP", "Kafka-protocol broker"),
+    "postgres": ("database_url", "SELFLEARN_DATABASE_URL", "PostgreSQL"),
+    "redis": ("redis_url", "SELFLEARN_REDIS_URL", "Redis"),
+}
+
+
+class Settings(BaseSettings):
+    """Runtime settings, read from ``SELFLEARN_*`` environment variables.
+
+    Parameters
+    ----------
+    data_dir
+        Folder of the embedded stack: data, logs and ``stack.json``.
+    kafka_bootstrap, database_url, redis_url, mlflow_uri
+        Addresses of external servers. ``None`` means the embedded stack.
+    topic_prefix
+        Prefix of every topic name, so two runs can share one broker.
+    partitions
+        Partitions of each topic created by the project.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SELFLEARN_", extra="ignore")
+
+    data_dir: Path = Path("./.selflearn")
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    mlflow_uri: str | None = None
+    topic_prefix: str = "selflearn"
+    partitions: int = Field(default=8, ge=1)
+
+    @property
+    def stack_file(self) -> Path:
+        """Path of the ``stack.json`` written by ``selflearn up``."""
+        return self.data_dir / STACK_FILE
+
+    def configured(self, server: str) -> str | None:
+        """The address configured by environment for ``server`` (kafka/postgres/redis)."""
+        field = SERVERS[server][0]
+        value: str | None = getattr(self, field)
+        return value or None
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where each server answers, as client libraries expect it."""
+
+    kafka_bootstrap: str
+    database_url: str
+    redis_url: str
+    mlflow_uri: str
+
+
+class StackNotRunning(RuntimeError):
+    """A server is neither configured by environment nor started by ``selflearn up``."""
+
+
+def read_stack_file(data_dir: Path) -> dict[str, Any] | None:
+    """Return the parsed ``stack.json`` of ``data_dir``, or ``None`` if there is none."""
+    path = Path(data_dir) / STACK_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise StackNotRunning(
+            f"{path} is damaged ({exc}); run `selflearn down` then `selflearn up`"
+        ) from exc
+
+
+def default_mlflow_uri(data_dir: Path) -> str:
+    """The serverless MLflow tracking URI of the embedded stack (a SQLite file)."""
+    return f"sqlite:///{Path(data_dir).resolve() / 'mlflow.db'}"
+
+
+def _recorded_address(stack: dict[str, Any] | None, server: str) -> tuple[str | None, str]:
+    """Address of ``server`` in ``stack.json`` and, when missing, why."""
+    if stack is None:
+        return None, "no stack.json"
+    entry = stack.get("services", {}).get(server)
+    if not entry:
+        return None, f"stack.json has no {server}"
+    pid = entry.get("pid")
+    if pid is not None:
+        from ops.processes import is_alive  # local: keeps config import light
+
+        if not is_alive(pid, entry.get("create_time")):
+            return None, f"the recorded {server} process (pid {pid}) is no longer running"
+    return entry["address"], ""
+
+
+def resolve(settings: Settings) -> Addresses:
+    """Return the address of every server.
+
+    The environment wins; otherwise the addresses recorded by ``selflearn up``
+    in ``<data_dir>/stack.json`` are used. MLflow needs no server: by default
+    it is a SQLite file in the data folder.
+
+    Raises
+    ------
+    StackNotRunning
+        When a server is neither configured nor running in the data folder;
+        the message names each missing server, its variable and the command.
+    """
+    stack = read_stack_file(settings.data_dir)
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for server, (field, env, label) in SERVERS.items():
+        address = settings.configured(server)
+        if address is None:
+            address, why = _recorded_address(stack, server)
+            if address is None:
+                missing.append(f"  - {label}: set {env}, or start it ({why})")
+                continue
+        found[field] = address
+    if missing:
+        raise StackNotRunning(
+            "No address for:\n" + "\n".join(missing) + "\n"
+            f"Run `selflearn up` (data folder {settings.data_dir.resolve()}) to start the "
+            "embedded servers, or point the variables above at running servers."
+        )
+    mlflow = settings.mlflow_uri or default_mlflow_uri(settings.data_dir)
+    return Addresses(mlflow_uri=mlflow, **found)

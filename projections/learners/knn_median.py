@@ -1,0 +1,129 @@
+"""Task challenger: median story points of the most similar earlier issues."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any, ClassVar
+
+from projections.learners.base import (
+    StateLearner,
+    decayed_add,
+    project_of,
+    tokens,
+    weighted_median,
+)
+
+
+class KnnMedian(StateLearner):
+    """Similarity-weighted median of the ``k`` nearest earlier issues of the project.
+
+    Similarity is an idf-weighted binary cosine over title/description tokens,
+    found through an inverted index over the last ``window`` issues (bounded
+    memory and time). The neighbours' points are pooled with the project's
+    recency-weighted history (weight ``prior``) so that a task with no close
+    neighbour falls back to the recent median.
+
+    >>> m = KnnMedian(k=3)
+    >>> for t, y in [("login page crash", 8.0), ("login page typo", 1.0),
+    ...              ("crash on login", 8.0), ("docs typo", 1.0)] * 3:
+    ...     m.learn_one({"project": "a", "title": t, "description": ""}, y)
+    >>> m.predict_one({"project": "a", "title": "crash after login", "description": ""})
+    8.0
+    """
+
+    name: ClassVar[str] = "knn_median"
+
+    def __init__(
+        self,
+        k: int = 15,
+        window: int = 1500,
+        prior: float = 0.5,
+        half_life: float = 40.0,
+        max_df: float = 0.1,
+        default: float = 4.0,
+    ) -> None:
+        self.k = int(k)
+        self.window = int(window)
+        self.prior = float(prior)
+        self.half_life = float(half_life)
+        self.max_df = float(max_df)
+        self.default = float(default)
+        # per project, a ring of the last `window` issues: their tokens, target and
+        # 1/sqrt(#tokens); `first` is the id of the oldest, postings hold ids.
+        self.toks: dict[str, list[list[str]]] = {}
+        self.ys: dict[str, list[float]] = {}
+        self.inv: dict[str, list[float]] = {}
+        self.first: dict[str, int] = {}
+        self.postings: dict[str, dict[str, list[int]]] = {}
+        self.recent: dict[str, dict[str, float]] = {}
+        self.scale: dict[str, float] = {}
+
+    def _neighbours(self, project: str, toks: tuple[str, ...]) -> list[tuple[float, int]]:
+        """Top-k (similarity, offset in the ring) of the indexed issues."""
+        postings = self.postings[project]
+        inv = self.inv[project]
+        first = self.first[project]
+        n = len(inv)
+        limit = max(5.0, self.max_df * n)
+        scores: dict[int, float] = {}
+        get = scores.get
+        for tok in toks:
+            ids = postings.get(tok)
+            if not ids or len(ids) > limit:
+                continue
+            idf = math.log((n + 1.0) / len(ids))
+            for i in ids:
+                scores[i] = get(i, 0.0) + idf
+        if not scores:
+            return []
+        best = heapq.nlargest(self.k, ((s * inv[i - first], i - first) for i, s in scores.items()))
+        nq = 1.0 / math.sqrt(max(len(toks), 1))
+        return [(s * nq, off) for s, off in best]
+
+    def predict_one(self, x: dict[str, Any]) -> float:
+        project = project_of(x)
+        if not self.ys.get(project):
+            return self.default
+        sims = self._neighbours(project, tokens(x))
+        ys = self.ys[project]
+        share = self.prior if sims else 1.0
+        total = sum(s for s, _ in sims)
+        weights: dict[str, float] = {}
+        for s, off in sims:
+            key = repr(ys[off])
+            weights[key] = weights.get(key, 0.0) + (1.0 - share) * s / total
+        recent = self.recent[project]
+        mass = sum(recent.values())
+        for key, w in recent.items():
+            weights[key] = weights.get(key, 0.0) + share * w / mass
+        return weighted_median(weights, self.default)
+
+    def learn_one(self, x: dict[str, Any], y: float) -> None:
+        project = project_of(x)
+        if project not in self.ys:
+            for ring in (self.toks, self.ys, self.inv):
+                ring[project] = []
+            self.first[project] = 0
+            self.postings[project] = {}
+        toks, ys, inv = self.toks[project], self.ys[project], self.inv[project]
+        postings = self.postings[project]
+        doc_id = self.first[project] + len(ys)
+        new = list(tokens(x))
+        toks.append(new)
+        ys.append(float(y))
+        inv.append(1.0 / math.sqrt(max(len(new), 1)))
+        for tok in new:
+            postings.setdefault(tok, []).append(doc_id)
+        if len(ys) > self.window:
+            for tok in toks.pop(0):
+                ids = postings[tok]
+                ids.pop(0)
+                if not ids:
+                    del postings[tok]
+            ys.pop(0)
+            inv.pop(0)
+            self.first[project] += 1
+        self.scale[project] = decayed_add(
+            self.recent.setdefault(project, {}), self.scale.get(project, 1.0), y, self.half_life
+        )

@@ -1,0 +1,250 @@
+"""The one immutable envelope around every selflearn event, and its wire format.
+
+>>> ev = new_event("review.completed", {"change_id": "c1", "project": "Ant",
+...                "passed_first_try": True}, producer="code-reviewer")
+>>> decode(encode(ev)) == ev
+True
+>>> ev.payload["project"]
+'Ant'
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from schemas.catalog import CATALOG, KINDS, EventSpec
+from schemas.errors import EventValidationError, ReasonCode
+from schemas.ids import uuid7
+
+ENVELOPE_FIELDS = (
+    "event_id", "type", "schema_version", "occurred_at", "producer",
+    "subject_id", "correlation_id", "causation_id", "payload",
+)
+_REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "producer", "payload")
+
+
+def freeze(value: Any) -> Any:
+    """Deep read-only copy: mappings become MappingProxyType, lists become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain mutable copy of a frozen value (dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An immutable domain event. Build it with :func:`new_event`, never by hand."""
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    producer: str
+    payload: Mapping[str, Any]
+    subject_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs)."""
+        return {
+            "event_id": str(self.event_id),
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": self.occurred_at.isoformat(timespec="microseconds").replace(
+                "+00:00", "Z"
+            ),
+            "producer": self.producer,
+            "subject_id": self.subject_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "payload": thaw(self.payload),
+        }
+
+    @property
+    def key(self) -> bytes:
+        """Partition key: the producer, so one agent's events stay in order."""
+        return self.producer.encode()
+
+
+def validate_payload(spec: EventSpec, payload: Any) -> None:
+    """Raise :class:`EventValidationError` unless ``payload`` matches ``spec`` exactly."""
+    if not isinstance(payload, Mapping):
+        raise EventValidationError(ReasonCode.BAD_FIELD, f"{spec.type}: payload must be an object")
+    for name in payload:
+        if name not in spec.fields:
+            raise EventValidationError(
+                ReasonCode.UNKNOWN_FIELD, f"{spec.type}: payload.{name} is not a known field"
+            )
+    for name, fs in spec.fields.items():
+        if name not in payload:
+            if fs.required:
+                raise EventValidationError(
+                    ReasonCode.MISSING_FIELD, f"{spec.type}: payload.{name} is required"
+                )
+            continue
+        value = payload[name]
+        if value is None:
+            if fs.required and not fs.nullable:
+                raise EventValidationError(
+                    ReasonCode.BAD_FIELD, f"{spec.type}: payload.{name} must not be null"
+                )
+            continue
+        ok = isinstance(value, KINDS[fs.kind]) and not (
+            fs.kind in ("int", "number") and isinstance(value, bool)
+        )
+        if not ok:
+            raise EventValidationError(
+                ReasonCode.BAD_FIELD,
+                f"{spec.type}: payload.{name} must be {fs.kind}, got {type(value).__name__}",
+            )
+
+
+def spec_for(event_type: Any) -> EventSpec:
+    if not isinstance(event_type, str) or event_type not in CATALOG:
+        raise EventValidationError(
+            ReasonCode.UNKNOWN_TYPE,
+            f"unknown event type {event_type!r}; known: {', '.join(sorted(CATALOG))}",
+        )
+    return CATALOG[event_type]
+
+
+def new_event(
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    producer: str,
+    subject_id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    occurred_at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
+) -> Envelope:
+    """Validate and build a current-version event (fresh UUIDv7, UTC now unless given)."""
+    spec = spec_for(event_type)
+    validate_payload(spec, payload)
+    if not producer:
+        raise EventValidationError(ReasonCode.MISSING_FIELD, "producer (agent id) is required")
+    when = occurred_at or datetime.now(UTC)
+    if when.tzinfo is None:
+        raise EventValidationError(ReasonCode.BAD_FIELD, "occurred_at must be timezone-aware")
+    return Envelope(
+        event_id=event_id or uuid7(),
+        type=event_type,
+        schema_version=spec.version,
+        occurred_at=when.astimezone(UTC),
+        producer=producer,
+        payload=freeze(payload),
+        subject_id=subject_id,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+
+
+def encode(event: Envelope) -> bytes:
+    """Serialise an envelope with orjson."""
+    return orjson.dumps(event.as_dict())
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise EventValidationError(ReasonCode.BAD_FIELD, "occurred_at must be an ISO-8601 string")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise EventValidationError(ReasonCode.BAD_FIELD, f"occurred_at: {exc}") from None
+    if when.tzinfo is None:
+        raise EventValidationError(ReasonCode.BAD_FIELD, "occurred_at must carry a UTC offset")
+    return when.astimezone(UTC)
+
+
+def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is not None and not isinstance(value, str):
+        raise EventValidationError(ReasonCode.BAD_FIELD, f"{name} must be a string or null")
+    return value
+
+
+def from_dict(raw: Any) -> Envelope:
+    """Validate a wire-shaped dict, upcast old versions, and return the envelope."""
+    if not isinstance(raw, dict):
+        raise EventValidationError(ReasonCode.NOT_AN_OBJECT, "an event must be a JSON object")
+    for name in _REQUIRED:
+        if name not in raw:
+            raise EventValidationError(ReasonCode.MISSING_FIELD, f"envelope.{name} is required")
+    spec = spec_for(raw["type"])
+    version = raw["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise EventValidationError(ReasonCode.BAD_FIELD, "schema_version must be an integer")
+    payload = raw["payload"]
+    if version != spec.version:
+        if version > spec.version or version < 1:
+            raise EventValidationError(
+                ReasonCode.UNSUPPORTED_VERSION,
+                f"{spec.type} v{version} is not supported (current v{spec.version})",
+            )
+        if not isinstance(payload, dict):
+            raise EventValidationError(ReasonCode.BAD_FIELD, "payload must be an object")
+        for v in range(version, spec.version):
+            if v not in spec.upcasters:
+                raise EventValidationError(
+                    ReasonCode.UNSUPPORTED_VERSION, f"no upcaster for {spec.type} v{v}"
+                )
+            try:
+                payload = spec.upcasters[v](payload)
+            except (KeyError, TypeError) as exc:
+                raise EventValidationError(
+                    ReasonCode.BAD_FIELD, f"{spec.type} v{v} payload cannot be upcast: {exc}"
+                ) from None
+    validate_payload(spec, payload)
+    try:
+        event_id = uuid.UUID(raw["event_id"])
+    except (ValueError, TypeError, AttributeError):
+        raise EventValidationError(ReasonCode.BAD_FIELD, "event_id must be a UUID") from None
+    producer = raw["producer"]
+    if not isinstance(producer, str) or not producer:
+        raise EventValidationError(ReasonCode.BAD_FIELD, "producer must be a non-empty string")
+    unknown = sorted(k for k in raw if k not in ENVELOPE_FIELDS)
+    if unknown:
+        raise EventValidationError(
+            ReasonCode.UNKNOWN_FIELD, f"envelope field(s) {', '.join(unknown)} are not known"
+        )
+    return Envelope(
+        event_id=event_id,
+        type=spec.type,
+        schema_version=spec.version,
+        occurred_at=_parse_time(raw["occurred_at"]),
+        producer=producer,
+        payload=freeze(payload),
+        subject_id=_optional_str(raw, "subject_id"),
+        correlation_id=_optional_str(raw, "correlation_id"),
+        causation_id=_optional_str(raw, "causation_id"),
+    )
+
+
+def decode(data: bytes | bytearray | memoryview | str | None) -> Envelope:
+    """Parse and validate wire bytes; raises :class:`EventValidationError` with a reason code."""
+    if data is None:
+        raise EventValidationError(ReasonCode.MALFORMED, "empty message (no value)")
+    try:
+        raw = orjson.loads(data)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise EventValidationError(ReasonCode.MALFORMED, f"not valid JSON: {exc}") from None
+    return from_dict(raw)
