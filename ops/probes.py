@@ -104,7 +104,10 @@ def redis_probe(url: str, timeout: float = 2.0) -> None:
 
 
 def mlflow_probe(uri: str, timeout: float = 2.0) -> None:
-    """Check an MLflow tracking URI: a SQLite/file store's folder exists, a server's port is open."""
+    """Check an MLflow tracking URI.
+
+    A SQLite or file store answers when its folder exists; a server when its port is open.
+    """
     from pathlib import Path
 
     parsed = urlparse(uri)

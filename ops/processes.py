@@ -8,6 +8,7 @@ PID *and* its start time, so a recycled PID is never mistaken for ours.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -77,14 +79,25 @@ def spawn(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=full_env,
-            user=user,
             start_new_session=True,
+            **as_user(user),
             close_fds=True,
         )
     # Popen objects would warn when collected while the child still runs;
     # the child is deliberately left running.
     proc.returncode = 0
     return Spawned(pid=proc.pid, create_time=_create_time(proc.pid), log=log)
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """``subprocess`` keyword arguments that run a child as ``user`` with *its* groups.
+
+    ``user=`` alone would keep root's group and supplementary groups.
+    """
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _create_time(pid: int) -> float:
@@ -159,14 +172,24 @@ def stop(
 
 
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    """Wait until ``proc`` exits (reaping it if it is our child)."""
-    try:
-        proc.wait(timeout)
-        return True
-    except psutil.TimeoutExpired:
-        return False
-    except psutil.NoSuchProcess:
-        return True
+    """Wait until ``proc`` has exited; a zombie counts as exited (and is reaped if ours).
+
+    Zombies matter here: PID 1 of some containers reaps orphans only every
+    few seconds, and a zombie holds no port, file or lock.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(proc.pid)
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def wait_until(

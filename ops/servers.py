@@ -21,7 +21,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from ops.processes import Spawned, spawn
+from ops.processes import Spawned, as_user, spawn
 
 HOST = "127.0.0.1"
 DATABASE = "selflearn"
@@ -173,7 +173,7 @@ def init_postgres(pgdata: Path, log: Path) -> None:
     ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, user=user,
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, **as_user(user),
                               cwd=pgdata, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed (exit {done.returncode}); see {log}")
@@ -205,12 +205,14 @@ def start_postgres(data_dir: Path, port: int, log: Path) -> Spawned:
     return spawn(argv, log, cwd=pgdata, user=_system_user(pgdata))
 
 
-def ensure_database(port: int, database: str = DATABASE) -> None:
-    """Create ``database`` if it does not exist yet."""
+def postgres_ready(port: int, database: str = DATABASE) -> None:
+    """Raise until the server answers; then create ``database`` if it does not exist."""
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(postgres_address(port, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(
+        postgres_address(port, "postgres"), autocommit=True, connect_timeout=2
+    ) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
         ).fetchone()

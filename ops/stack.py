@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,15 +48,26 @@ class _Kind:
 
     start: Callable[[Path, int, Path], Spawned]
     address: Callable[[int], str]
+    ready: Callable[[int], None]
     ready_timeout: float
     stop_signal: int = signal.SIGTERM
 
 
+# Start order: the slowest first; the broker (instant, in-memory) last.
 KINDS: dict[str, _Kind] = {
-    "kafka": _Kind(servers.start_kafka, servers.kafka_address, 20.0),
     # SIGINT is PostgreSQL's "fast shutdown": roll back and exit cleanly.
-    "postgres": _Kind(servers.start_postgres, servers.postgres_address, 60.0, signal.SIGINT),
-    "redis": _Kind(servers.start_redis, servers.redis_address, 20.0),
+    "postgres": _Kind(
+        servers.start_postgres, servers.postgres_address, servers.postgres_ready, 60.0,
+        signal.SIGINT,
+    ),
+    "redis": _Kind(
+        servers.start_redis, servers.redis_address,
+        lambda port: PROBES["redis"](servers.redis_address(port)), 20.0,
+    ),
+    "kafka": _Kind(
+        servers.start_kafka, servers.kafka_address,
+        lambda port: PROBES["kafka"](servers.kafka_address(port)), 20.0,
+    ),
 }
 _START_ATTEMPTS = 3
 
@@ -133,7 +145,7 @@ def _adopt_postmaster(data_dir: Path) -> dict[str, Any] | None:
     pid, port = found
     address = servers.postgres_address(port)
     try:
-        servers.ensure_database(port)
+        servers.postgres_ready(port)
     except Exception:  # noqa: BLE001 - not answering: let the normal start report it
         return None
     import psutil
@@ -144,6 +156,15 @@ def _adopt_postmaster(data_dir: Path) -> dict[str, Any] | None:
         "log": str(data_dir / "logs" / "postgres.log"),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _await_ready(kind: _Kind, port: int, spawned: Spawned) -> None:
+    """Wait until the server on ``port`` answers, or its process dies."""
+    wait_until(
+        lambda: kind.ready(port),
+        timeout=kind.ready_timeout,
+        alive=lambda: is_alive(spawned.pid, spawned.create_time),
+    )
 
 
 def _start(name: str, data_dir: Path) -> dict[str, Any]:
@@ -157,16 +178,16 @@ def _start(name: str, data_dir: Path) -> dict[str, Any]:
     for _ in range(_START_ATTEMPTS):
         port = free_port(servers.HOST)
         log_size = log.stat().st_size if log.exists() else 0
-        spawned = kind.start(data_dir, port, log)
+        try:
+            spawned = kind.start(data_dir, port, log)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            raise StackError(
+                f"{SERVERS[name][2]} could not be launched: {exc}\n"
+                f"(Or set {SERVERS[name][1]} to a running server.)"
+            ) from exc
         entry = _entry(name, port, spawned)
         try:
-            wait_until(
-                lambda: PROBES[name](entry["address"]),
-                timeout=kind.ready_timeout,
-                alive=lambda: is_alive(spawned.pid, spawned.create_time),
-            )
-            if name == "postgres":
-                servers.ensure_database(port)
+            _await_ready(kind, port, spawned)
             return entry
         except Exception as exc:  # noqa: BLE001 - reported below with the log
             stop(spawned.pid, spawned.create_time, sig=kind.stop_signal, timeout=10.0)

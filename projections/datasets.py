@@ -3,18 +3,21 @@
 Both readers accept any directory holding files of the documented format,
 either plain ``.csv`` or gzip-compressed ``.csv.gz``.
 
-Late-label rule for changes
----------------------------
-A change's outcome becomes known on the commit date of the change that fixed
-it (the earliest such fix when several are traced, never before the change
-itself). A change with ``bug == 1`` whose fixing commit cannot be found or has
-no date is treated as if its outcome were revealed at the end of the project's
-history (``known_at = None``): the learner never sees it during replay, which
-is the pessimistic but honest choice — nothing is learned from information
-that the stream did not carry. Clean changes (``bug == 0``) are never
-confirmed by any event; they become known-clean after
-:data:`CLEAN_HORIZON_DAYS` days (a change that has not been traced to a fix
-after that long is treated as clean).
+Late labels of changes
+----------------------
+``ChangeRow.fixed_at`` is the commit date of the change that fixed this one
+(the earliest when several fixes are traced, never before the change itself),
+or ``None`` when no fix is traced. The evaluation turns it into outcome events
+with one realistic rule (:func:`label_events`): every change is reviewed for
+its outcome once, :data:`CLEAN_HORIZON_DAYS` days (one year) after it landed,
+and learned as defect-introducing (``1``) if its fix had landed by then, else
+as clean (``0``). A fix arriving after the horizon is delivered on its own
+date as a correcting ``1``, as in real life. (Delivering fixes immediately and
+clean labels after the horizon skews the recent class balance and made every
+learner worse; one maturation date per change keeps it unbiased.) A ``bug == 1``
+change whose fixing commit cannot be found is never reported as a defect to
+the learners (the stream never carried that fact); it still counts as a defect
+when recall and AUC are measured.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-CLEAN_HORIZON_DAYS = 90
+CLEAN_HORIZON_DAYS = 365
 METRICS: tuple[str, ...] = (
     "ns", "nm", "nf", "entropy", "la", "ld", "lt", "fix",
     "ndev", "pd", "npt", "exp", "rexp", "sexp",
@@ -134,8 +137,7 @@ def iter_storypoints(data_dir: str | Path) -> Iterator[StoryRow]:
 class ChangeRow:
     """One change with its metrics, its outcome and when that outcome is known.
 
-    ``known_at`` is the fix date for ``bug == 1`` (``None`` when untraceable)
-    and ``date + CLEAN_HORIZON_DAYS`` for clean changes.
+    ``fixed_at`` is the date of the fixing change (``None`` when no fix is traced).
     """
 
     project: str
@@ -143,7 +145,7 @@ class ChangeRow:
     date: datetime
     metrics: dict[str, float]
     bug: int
-    known_at: datetime | None
+    fixed_at: datetime | None
 
     @property
     def x(self) -> dict[str, Any]:
@@ -184,8 +186,10 @@ def read_changes(data_dir: str | Path, project: str) -> list[ChangeRow]:
     >>> rows = read_changes(data_path("changes"), "IVY")
     >>> all(a.date <= b.date for a, b in zip(rows, rows[1:]))
     True
-    >>> all(r.known_at is None or r.known_at >= r.date for r in rows)
+    >>> all(r.fixed_at is None or r.fixed_at >= r.date for r in rows)
     True
+    >>> sum(r.bug for r in rows), sum(1 for r in rows if r.fixed_at is not None)
+    (466, 460)
     """
     directory = Path(data_dir)
     inp = _find(directory, f"{project}_input")
@@ -223,13 +227,32 @@ def read_changes(data_dir: str | Path, project: str) -> list[ChangeRow]:
                 if intro_tid not in fix_date or when < fix_date[intro_tid]:
                     fix_date[intro_tid] = when
 
-    horizon = timedelta(days=CLEAN_HORIZON_DAYS)
     rows: list[ChangeRow] = []
     for date, tid, metrics, bug in raw:
-        if bug:
-            fixed = fix_date.get(tid)
-            known = None if fixed is None else max(fixed, date)
-        else:
-            known = date + horizon
-        rows.append(ChangeRow(project, tid, date, metrics, bug, known))
+        fixed = fix_date.get(tid) if bug else None
+        rows.append(ChangeRow(project, tid, date, metrics, bug, fixed and max(fixed, date)))
     return rows
+
+
+def label_events(
+    rows: list[ChangeRow], horizon_days: float = CLEAN_HORIZON_DAYS
+) -> list[tuple[datetime, int, int]]:
+    """Outcome events ``(known date, row index, label)`` sorted by date.
+
+    >>> from datetime import datetime as dt
+    >>> r = ChangeRow("p", "1", dt(2020, 1, 1), {}, 1, dt(2021, 1, 1))
+    >>> [(d.date().isoformat(), i, y) for d, i, y in label_events([r], 90)]
+    [('2020-03-31', 0, 0), ('2021-01-01', 0, 1)]
+    >>> [(d.date().isoformat(), y) for d, _, y in label_events([r], 400)]
+    [('2021-01-01', 1)]
+    """
+    horizon = timedelta(days=horizon_days)
+    events: list[tuple[datetime, int, int]] = []
+    for i, row in enumerate(rows):
+        clean_at = row.date + horizon
+        found = row.fixed_at is not None and row.fixed_at <= clean_at
+        events.append((clean_at, i, 1 if found else 0))
+        if row.fixed_at is not None and not found:
+            events.append((row.fixed_at, i, 1))
+    events.sort()
+    return events
