@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ class AgentClient:
                 queue_size=queue_size,
             )
         self.rejected = 0
+        self._order = threading.Lock()
 
     @classmethod
     def from_settings(cls, agent_id: str, **kwargs: Any) -> AgentClient:
@@ -117,14 +119,17 @@ class AgentClient:
         try:
             if self._scrub is not None:
                 payload = self._scrub(event_type, payload)
-            event = new_event(
-                event_type, payload, producer=self.agent_id, subject_id=subject_id,
-                correlation_id=correlation_id, causation_id=causation_id,
-            )
+            # Id and queue position are taken together, so one agent's event ids
+            # increase in the order its events reach the broker (consumers rely on it).
+            with self._order:
+                event = new_event(
+                    event_type, payload, producer=self.agent_id, subject_id=subject_id,
+                    correlation_id=correlation_id, causation_id=causation_id,
+                )
+                self._submit(self._topics[event.type], encode(event))
         except EventValidationError as exc:
             attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
             return self._reject(orjson.dumps(attempt, default=str), exc)
-        self._submit(self._topics[event.type], encode(event))
         return event
 
     def emit_event(self, event: Envelope) -> Envelope:

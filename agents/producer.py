@@ -8,6 +8,12 @@ to the outbox and everything after it queues behind, so order per key is
 kept; once the broker answers again the outbox is replayed oldest first.
 Re-sent events may duplicate ones the broker already had; every event
 carries its id, so consumers de-duplicate.
+
+Acknowledged events are also kept for ``resend_window_s`` (bounded by
+``resend_max``): after an outage they are sent again, because a broker that
+restarts without durable storage (the embedded Tansu, BROKER.md) forgets
+what it had acknowledged. Duplicates are harmless by design; lost events
+are not.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class BackgroundProducer:
         queue_size: int = 100_000,
         idempotence: bool | None = None,
         request_timeout_ms: int = 5_000,
+        resend_window_s: float = 30.0,
+        resend_max: int = 100_000,
     ) -> None:
         self.bootstrap = bootstrap
         self.stats = ProducerStats()
@@ -84,6 +92,10 @@ class BackgroundProducer:
         self._timeout_ms = request_timeout_ms
         self._seq = itertools.count(outbox.max_seq() + 1)
         self._in_flight = 0
+        self._recent: deque[tuple[float, Row]] = deque()
+        self._outage = False
+        self._resend_window_s = resend_window_s
+        self._resend_max = resend_max
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="selflearn-producer", daemon=True)
         self._thread.start()
@@ -166,13 +178,32 @@ class BackgroundProducer:
             self.stats.send_failures += 1
             return False
         self.stats.sent += len(rows)
+        self._remember_acked(rows)
         return True
+
+    def _remember_acked(self, rows: list[Row]) -> None:
+        now = time.monotonic()
+        self._recent.extend((now, row) for row in rows)
+        horizon = now - self._resend_window_s
+        while self._recent and (
+            len(self._recent) > self._resend_max or self._recent[0][0] < horizon
+        ):
+            self._recent.popleft()
+
+    def _requeue_recent(self) -> None:
+        """After an outage: acknowledged-but-recent events go out again, in order."""
+        if self._recent:
+            self._outbox.put_many(row for _, row in self._recent)
+            self._recent.clear()
 
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None
         while not self._stopping.is_set():
             if producer is None:
                 producer = await self._connect()
+                if producer is not None and self._outage:
+                    self._requeue_recent()
+                    self._outage = False
                 if producer is None:
                     self._outbox.put_many(self._take(len(self._queue)))
                     await asyncio.sleep(RETRY_S)
@@ -197,6 +228,7 @@ class BackgroundProducer:
                     self.stats.spilled += len(rows)
                 self._in_flight = 0
             if not ok:
+                self._outage = True
                 self.stats.connected = False
                 with contextlib.suppress(Exception):
                     await producer.stop()

@@ -226,8 +226,9 @@ def up(settings: Settings) -> Addresses:
                 entry = services.get(name)
                 if _reusable(name, entry):
                     continue
-                if entry:
+                if entry:  # recorded but dead or mute: replace it
                     stop(entry["pid"], entry.get("create_time"), sig=KINDS[name].stop_signal)
+                    services.pop(name)
                 adopted = _adopt_postmaster(data_dir) if name == "postgres" else None
                 services[name] = adopted or _start(name, data_dir)
                 started.append(name)

@@ -244,7 +244,7 @@ def label_events(
     >>> [(d.date().isoformat(), i, y) for d, i, y in label_events([r], 90)]
     [('2020-03-31', 0, 0), ('2021-01-01', 0, 1)]
     >>> [(d.date().isoformat(), y) for d, _, y in label_events([r], 400)]
-    [('2021-01-01', 1)]
+    [('2021-02-04', 1)]
     """
     horizon = timedelta(days=horizon_days)
     events: list[tuple[datetime, int, int]] = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterable
 
 import faust
@@ -82,7 +81,6 @@ async def features(stream: AsyncIterable[bytes]) -> None:
     counts nothing twice.
     """
     async for batch in stream.take_events(BATCH, within=0.05):  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
         raw: list[Raw] = [
             (e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch
         ]
@@ -90,9 +88,7 @@ async def features(stream: AsyncIterable[bytes]) -> None:
         # Wait for the broker to take every dead letter before acknowledging.
         pending = [await dead_letters.send(value=record) for record in result.dead]
         await asyncio.gather(*pending)
-        t1 = time.perf_counter()
         projection.apply(result.events)
-        log.warning("batch %d split %.1fms apply %.1fms", len(batch), (t1-t0)*1000, (time.perf_counter()-t1)*1000)
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ key at a time (no cross-slot commands).
 
 from __future__ import annotations
 
-import itertools
 import time
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,13 +20,16 @@ import orjson
 import redis
 
 _PUT = """
-local n = redis.call('INCR', KEYS[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], n, KEYS[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+local n = tonumber(redis.call('INCRBY', KEYS[2], (#ARGV - 2) / 2)) - (#ARGV - 2) / 2
+for i = 3, #ARGV, 2 do
+  n = n + 1
+  local key = ARGV[2] .. ARGV[i]
+  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+  redis.call('ZADD', KEYS[1], n, key)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return n
 """
-
 
 class ShortTermMemory:
     """Bounded, expiring recent context per agent.
@@ -48,8 +51,8 @@ class ShortTermMemory:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._index = f"{prefix}:m:index"
-        self._ids = itertools.count()
         self._put = client.register_script(_PUT)
+        self._last_score = 0
 
     def _agent_index(self, agent_id: str) -> str:
         return f"{self.prefix}:m:{{{agent_id}}}:idx"
@@ -58,16 +61,27 @@ class ShortTermMemory:
         """Store ``(agent_id, entry_id, entry)`` triples, then enforce the bound."""
         if not entries:
             return
-        pipe = self.r.pipeline(transaction=False)
-        now_us = time.time_ns() // 1000
+        by_agent: dict[str, list[bytes | str]] = defaultdict(list)
+        ranked: dict[str, int] = {}
+        # Global order: insertion time in µs (exact in a double), strictly increasing
+        # within this process so a batch never interleaves with the previous one.
+        base = max(time.time_ns() // 1000, self._last_score + 1)
+        self._last_score = base + len(entries) - 1
         for i, (agent_id, entry_id, entry) in enumerate(entries):
-            key = f"{self.prefix}:m:{{{agent_id}}}:{entry_id}"
-            self._put(keys=[key, self._agent_index(agent_id), f"{self.prefix}:m:{{{agent_id}}}:n"],
-                      args=[orjson.dumps(entry), self.ttl_s], client=pipe)
-            # Global order: insertion time, ties broken by position in the batch.
-            pipe.zadd(self._index, {key: now_us * 1000 + i % 1000}, nx=True)
+            by_agent[agent_id] += [entry_id, orjson.dumps(entry)]
+            ranked[f"{self._entry_prefix(agent_id)}{entry_id}"] = base + i
+        pipe = self.r.pipeline(transaction=False)
+        for agent_id, args in by_agent.items():
+            self._put(
+                keys=[self._agent_index(agent_id), f"{self.prefix}:m:{{{agent_id}}}:n"],
+                args=[self.ttl_s, self._entry_prefix(agent_id), *args], client=pipe,
+            )
+        pipe.zadd(self._index, ranked, nx=True)  # type: ignore[arg-type]
         pipe.execute()
         self.evict()
+
+    def _entry_prefix(self, agent_id: str) -> str:
+        return f"{self.prefix}:m:{{{agent_id}}}:e:"
 
     def remember(self, agent_id: str, entry_id: str, entry: Mapping[str, Any]) -> None:
         """Store one entry of an agent's recent context."""
@@ -75,7 +89,7 @@ class ShortTermMemory:
 
     def evict(self) -> int:
         """Drop the oldest entries beyond ``max_entries`` and index rows of expired ones."""
-        horizon_us = (time.time_ns() // 1000 - self.ttl_s * 1_000_000) * 1000
+        horizon_us = time.time_ns() // 1000 - self.ttl_s * 1_000_000
         self.r.zremrangebyscore(self._index, "-inf", horizon_us)
         over = int(self.r.zcard(self._index)) - self.max_entries
         if over <= 0:

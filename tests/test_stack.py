@@ -204,6 +204,19 @@ def test_up_restarts_only_a_server_that_died(tmp_path: Path) -> None:
         down(settings)
 
 
+def test_up_adopts_a_running_postgres_whose_stack_file_was_lost(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path, kafka_bootstrap="unused:9092", redis_url="redis://x")
+    first = up(settings)
+    pid = read_stack_file(tmp_path)["services"]["postgres"]["pid"]  # type: ignore[index]
+    (tmp_path / "stack.json").unlink()
+    try:
+        assert up(settings) == first
+        assert read_stack_file(tmp_path)["services"]["postgres"]["pid"] == pid  # type: ignore[index]
+    finally:
+        assert down(settings) == ["postgres"]
+    assert gone(pid)
+
+
 def test_servers_set_by_env_variables_are_not_started(
     tmp_path: Path, stack: Addresses, monkeypatch: pytest.MonkeyPatch
 ) -> None:

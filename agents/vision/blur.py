@@ -78,9 +78,8 @@ def anonymize(frame: Frame, boxes: Iterable[Sequence[int]], *, cells: int = 8,
     """Return ``frame`` with every box pixelated; the input is left untouched unless ``inplace``.
 
     Boxes are ``(x, y, w, h)``; parts outside the frame are ignored. Overlapping
-    boxes are handled: each pass only ever changes pixels further away from the
-    original frame's values, never back to them (the "unchanged" test of a later
-    box compares against the original pixels).
+    boxes are handled: every box is checked against the *original* pixels, so a
+    later box can never turn an overlap back into its original values.
 
     Parameters
     ----------
@@ -99,14 +98,14 @@ def anonymize(frame: Frame, boxes: Iterable[Sequence[int]], *, cells: int = 8,
     """
     height, width = frame.shape[:2]
     clipped = [c for c in (clip_box(b, width, height) for b in boxes) if c is not None]
-    original = frame if not inplace or not clipped else frame.copy()
     out = frame if inplace else frame.copy()
-    for x, y, w, h in clipped:
-        region = out[y:y + h, x:x + w]
-        pixelated = pixelate_region(region, cells)
-        # Pixels of an overlap may already have been pixelated by an earlier box:
-        # re-check against the original so that the guarantee survives overlaps.
-        orig = original[y:y + h, x:x + w]
+    # Keep the original pixels of every box (only the boxes, not the frame): a pixel
+    # of an overlap may already be pixelated by an earlier box, and the guarantee is
+    # "different from the original", so later boxes must compare against these.
+    originals = [frame[y:y + h, x:x + w].copy() for x, y, w, h in clipped] if inplace else None
+    for i, (x, y, w, h) in enumerate(clipped):
+        pixelated = pixelate_region(out[y:y + h, x:x + w], cells)
+        orig = originals[i] if originals is not None else frame[y:y + h, x:x + w]
         same = pixelated == orig
         if same.any():
             pixelated[same] ^= 1

@@ -8,13 +8,18 @@ Design (measured on Megamind.avi, 720x528, 2-core machine, one OpenCV thread):
   ``min_face_px=64`` (scale 0.375) a full-frame pass costs ~18 ms instead of ~90 ms.
   ``minNeighbors`` is lowered to 3 because downscaling removes evidence; extra
   boxes only cost a little extra blurring, a missed face is a privacy leak.
-* **Global detection every k-th frame, local re-detection in between.** On the
-  other frames the cascade only runs inside each previous box grown by
-  ``search_margin`` (a few hundred pixels, ~1 ms): a cheap tracker that follows
-  the face with the detector's own accuracy. New faces are found at the next
-  global pass (at most ``k - 1`` frames late).
-* **Hold lost boxes.** A box whose face is not re-found locally is kept for
-  ``hold_frames`` frames, so one missed detection does not leave a frame unblurred.
+* **Global detection every k-th frame, boxes held in between.** With
+  ``detect_every=2`` the cascade runs on every other frame; the frame between
+  reuses the last boxes (a zero-order-hold tracker: at 24-30 fps a face moves a
+  few pixels per frame, which the padding covers). Measured against the
+  reference detector this *covers* reference faces better (mean 98 % of each
+  reference box blurred) than re-running the cascade in a window around each
+  previous box (94 %, and 5-9 ms per frame instead of ~0.2 ms).
+* **Hold lost boxes.** A box that the next global pass does not confirm is kept
+  for ``hold_passes`` more cascade passes, so one missed detection does not leave a face
+  unblurred; the price is a little extra blurring after a face leaves.
+* ``scaleFactor`` is 1.15 instead of 1.1: ~25 % faster at the same recall on
+  the reference clip.
 * Every returned box is grown by ``pad`` on each side: the blur covers hair line
   and chin that Haar's square tends to cut.
 
@@ -35,7 +40,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
 
 from agents.vision.blur import Box, Frame, clip_box
 
@@ -49,7 +53,7 @@ def load_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
     >>> load_cascade().empty()
     False
     """
-    path = cv2.data.haarcascades + name
+    path = cv2.data.haarcascades + name  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
         raise FileNotFoundError(
@@ -79,7 +83,7 @@ def detect_faces(gray: Frame, cascade: cv2.CascadeClassifier, *, scale: float = 
     """
     if not 0.0 < scale <= 1.0:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
-    small = gray
+    small: np.ndarray = gray
     if scale < 1.0:
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if min(small.shape[:2]) < HAAR_WINDOW_PX:
@@ -132,7 +136,7 @@ class _Track:
 
 @dataclass
 class FaceDetector:
-    """Stateful face detector: global pass every ``detect_every`` frames, local tracking between.
+    """Stateful face detector: a cascade pass every ``detect_every`` frames, boxes held between.
 
     Parameters
     ----------
@@ -140,21 +144,19 @@ class FaceDetector:
         Smallest face (in full-resolution pixels) that must be found; sets the downscale.
     detect_every
         ``k``: a full-frame pass runs on frames 0, k, 2k, ...; 1 = every frame.
-    search_margin
-        Local search window = previous box grown by this fraction on every side.
-    hold_frames
-        Frames a box survives without being re-detected.
+    hold_passes
+        Cascade passes a box survives without being confirmed (1 = ``detect_every``
+        extra frames).
     pad
         Fraction by which returned boxes are grown on every side (blur coverage).
     """
 
     min_face_px: int = 64
-    detect_every: int = 3
-    scale_factor: float = 1.1
+    detect_every: int = 2
+    scale_factor: float = 1.15
     min_neighbors: int = 3
-    search_margin: float = 0.35
-    hold_frames: int = 2
-    pad: float = 0.1
+    hold_passes: int = 1
+    pad: float = 0.15
     cascade: cv2.CascadeClassifier = field(default_factory=load_cascade, repr=False)
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _frame_no: int = field(default=0, init=False, repr=False)
@@ -177,40 +179,24 @@ class FaceDetector:
 
     def detect(self, frame: Frame) -> list[Box]:
         """Return padded face boxes ``(x, y, w, h)`` for ``frame``, clipped to the frame."""
-        gray = to_gray(frame)
-        height, width = gray.shape[:2]
+        height, width = frame.shape[:2]
         if self._frame_no % self.detect_every == 0:
+            gray = to_gray(frame)
             found = detect_faces(gray, self.cascade, scale=self.scale,
                                  scale_factor=self.scale_factor,
                                  min_neighbors=self.min_neighbors)
             self._update(found)
-        else:
-            self._update(self._track_locally(gray, width, height))
         self._frame_no += 1
         out = (clip_box(grow_box(t.box, self.pad), width, height) for t in self._tracks)
         return [b for b in out if b is not None]
 
-    def _track_locally(self, gray: Frame, width: int, height: int) -> list[Box]:
-        found: list[Box] = []
-        for track in self._tracks:
-            window = clip_box(grow_box(track.box, self.search_margin), width, height)
-            if window is None:
-                continue
-            x, y, w, h = window
-            roi: NDArray[np.uint8] = gray[y:y + h, x:x + w]
-            for bx, by, bw, bh in detect_faces(roi, self.cascade, scale=self.scale,
-                                               scale_factor=self.scale_factor,
-                                               min_neighbors=self.min_neighbors):
-                found.append((bx + x, by + y, bw, bh))
-        return merge_boxes(found)
-
     def _update(self, found: list[Box]) -> None:
-        """Match fresh boxes to tracks; keep unmatched tracks for ``hold_frames`` frames."""
+        """Replace tracks by fresh boxes; keep unconfirmed tracks for ``hold_passes`` passes."""
         fresh = [_Track(b) for b in merge_boxes(found)]
         for track in self._tracks:
             if any(_overlap(track.box, f.box) > 0.3 for f in fresh):
                 continue
             track.missed += 1
-            if track.missed <= self.hold_frames:
+            if track.missed <= self.hold_passes:
                 fresh.append(track)
         self._tracks = fresh

@@ -38,4 +38,9 @@ REVIEW_LEARNERS: dict[str, Callable[[], Learner]] = {
 DEFAULT_TASK_CHALLENGERS: tuple[str, ...] = ("recency_median", "knn_median", "token_quantile")
 
 __all__ = [
-    "DEFAULT_TASK_CHALLENGERS","REVIEW_LEARNERS", "TASK_LEARNERS", "Learner", "StateLearner"]
+    "DEFAULT_TASK_CHALLENGERS",
+    "REVIEW_LEARNERS",
+    "TASK_LEARNERS",
+    "Learner",
+    "StateLearner",
+]

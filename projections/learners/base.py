@@ -176,9 +176,7 @@ def weighted_median(weights: dict[str, float], default: float) -> float:
     return items[-1][0]
 
 
-def decayed_add(
-    weights: dict[str, float], scale: float, y: float, half_life: float
-) -> float:
+def decayed_add(weights: dict[str, float], scale: float, y: float, half_life: float) -> float:
     """Add target ``y`` to a recency-weighted histogram; return the new scale.
 
     Instead of decaying every old weight, each new weight grows by

@@ -29,8 +29,10 @@ class ExpertMix(StateLearner):
     >>> m = ExpertMix()
     >>> for t, y in [("login crash", 8.0), ("docs typo", 1.0)] * 20:
     ...     m.learn_one({"project": "a", "title": t, "description": ""}, y)
-    >>> m.predict_one({"project": "a", "title": "docs typo", "description": ""})
-    1.0
+    >>> typo = m.predict_one({"project": "a", "title": "docs typo", "description": ""})
+    >>> crash = m.predict_one({"project": "a", "title": "login crash", "description": ""})
+    >>> typo < crash
+    True
     """
 
     name: ClassVar[str] = "expert_mix"

@@ -24,7 +24,7 @@ class KnnMedian(StateLearner):
     recency-weighted history (weight ``prior``) so that a task with no close
     neighbour falls back to the recent median.
 
-    >>> m = KnnMedian(k=3)
+    >>> m = KnnMedian(k=3, max_df=1.0)
     >>> for t, y in [("login page crash", 8.0), ("login page typo", 1.0),
     ...              ("crash on login", 8.0), ("docs typo", 1.0)] * 3:
     ...     m.learn_one({"project": "a", "title": t, "description": ""}, y)

@@ -53,7 +53,8 @@ class ReviewBlend(StateLearner):
         payload = orjson.loads(data)
         obj = super().restore(data)
         kinds: dict[str, type[StateLearner]] = {
-            OnlineLogistic.name: OnlineLogistic, SizeBucket.name: SizeBucket
+            OnlineLogistic.name: OnlineLogistic,
+            SizeBucket.name: SizeBucket,
         }
         obj.parts = {}
         for n, state in payload["parts"].items():

@@ -1,0 +1,195 @@
+"""SQL text and row codecs of the event archive (see :mod:`projections.archive`).
+
+Kept apart from the archive's control flow so each stays readable: this
+module only says *what* the tables look like, how an event becomes a line of
+``COPY`` text, and how a stored row becomes an :class:`~schemas.Envelope`
+again.
+
+>>> from schemas import new_event
+>>> ev = new_event("review.completed", {"change_id": "c\\t1", "project": "p",
+...                "passed_first_try": True}, producer="code-reviewer")
+>>> line = copy_line("selflearn.agent", 3, 42, ev)
+>>> line.count(b"\\t"), line.endswith(b"\\n")
+(11, True)
+>>> b"c\\\\\\\\t1" in line   # JSON escape, then COPY escape of the backslash
+True
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+from psycopg import sql
+
+from schemas import CATALOG, Envelope, from_dict
+from schemas.envelope import freeze
+
+# Column order of the events table, of the staging table and of COPY lines.
+COLUMNS = (
+    "event_id", "occurred_at", "type", "schema_version", "producer", "subject_id",
+    "correlation_id", "causation_id", "src_topic", "src_partition", "src_offset", "payload",
+)
+# What a reader selects, in this order (see :func:`envelope_from_row`).
+READ_COLUMNS = (
+    "event_id", "occurred_at", "type", "schema_version", "producer", "subject_id",
+    "correlation_id", "causation_id", "payload", "src_topic", "src_partition", "src_offset",
+)
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+# Rows longer than this are compressed (pglz) in line by TOAST; the default
+# (~2 KB) would leave typical 1-2 KB events uncompressed. See docs/capacity.md.
+TOAST_TUPLE_TARGET = 256
+
+
+def check_name(table: str) -> str:
+    """Return ``table`` if it is a safe, short, lower-case SQL name, else raise ValueError."""
+    if not _NAME.match(table):
+        raise ValueError(
+            f"archive table name {table!r} must match {_NAME.pattern} "
+            "(lower case, digits, underscores; at most 40 characters)"
+        )
+    return table
+
+
+def ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def create_table(table: str, *, partitioned: bool) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS`` of the events table (optionally range-partitioned)."""
+    tail = sql.SQL(" PARTITION BY RANGE (occurred_at)") if partitioned else sql.SQL("")
+    return sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {t} (
+            event_id       uuid        NOT NULL,
+            occurred_at    timestamptz NOT NULL,
+            type           text        NOT NULL,
+            schema_version integer     NOT NULL,
+            producer       text        NOT NULL,
+            subject_id     text,
+            correlation_id text,
+            causation_id   text,
+            src_topic      text        NOT NULL,
+            src_partition  integer     NOT NULL,
+            src_offset     bigint      NOT NULL,
+            archived_at    timestamptz NOT NULL DEFAULT now(),
+            payload        jsonb       NOT NULL,
+            PRIMARY KEY (occurred_at, event_id)
+        ){tail}""").format(t=ident(table), tail=tail)
+
+
+def create_cold_catalog(table: str) -> sql.Composed:
+    """The record of what went to cold storage: one row per exported file."""
+    return sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {c} (
+            day         date        NOT NULL,
+            part        integer     NOT NULL,
+            url         text        NOT NULL,
+            row_count   bigint      NOT NULL,
+            exported_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (day, part)
+        )""").format(c=ident(f"{table}_cold"))
+
+
+def create_staging(table: str) -> sql.Composed:
+    """Per-connection temporary staging table; emptied at every commit."""
+    return sql.SQL("""
+        CREATE TEMP TABLE IF NOT EXISTS {s} (
+            event_id uuid, occurred_at timestamptz, type text, schema_version integer,
+            producer text, subject_id text, correlation_id text, causation_id text,
+            src_topic text, src_partition integer, src_offset bigint, payload jsonb
+        ) ON COMMIT DELETE ROWS""").format(s=ident(f"{table}_stage"))
+
+
+def copy_into_staging(table: str) -> sql.Composed:
+    cols = sql.SQL(", ").join(ident(c) for c in COLUMNS)
+    return sql.SQL("COPY {s} ({cols}) FROM STDIN").format(s=ident(f"{table}_stage"), cols=cols)
+
+
+def insert_from_staging(table: str) -> sql.Composed:
+    """Idempotent move from staging: a row already archived is silently skipped."""
+    cols = sql.SQL(", ").join(ident(c) for c in COLUMNS)
+    return sql.SQL(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON CONFLICT DO NOTHING"
+    ).format(t=ident(table), s=ident(f"{table}_stage"), cols=cols)
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """``[start, end)`` of a UTC day."""
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+# --- events to COPY text -------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping | MappingProxyType):
+        return dict(value)
+    raise TypeError(f"cannot archive a value of type {type(value).__name__}")
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return b"\\N"
+    raw = value.encode()
+    if b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\r" in raw:
+        raw = (raw.replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
+               .replace(b"\n", b"\\n").replace(b"\r", b"\\r"))
+    return raw
+
+
+def copy_line(topic: str, partition: int, offset: int, ev: Envelope) -> bytes:
+    """One line of ``COPY ... FROM STDIN`` text format, columns in :data:`COLUMNS` order."""
+    payload = orjson.dumps(ev.payload, default=_plain)
+    if b"\\" in payload:  # JSON has no raw tabs/newlines; only backslashes need escaping
+        payload = payload.replace(b"\\", b"\\\\")
+    return b"\t".join((
+        str(ev.event_id).encode(), ev.occurred_at.isoformat().encode(), _text(ev.type),
+        b"%d" % ev.schema_version, _text(ev.producer), _text(ev.subject_id),
+        _text(ev.correlation_id), _text(ev.causation_id), _text(topic),
+        b"%d" % partition, b"%d" % offset, payload,
+    )) + b"\n"
+
+
+# --- stored rows back to envelopes -----------------------------------------------
+
+
+def envelope_from_row(row: tuple[Any, ...]) -> Envelope:
+    """Rebuild an envelope from a row selected in :data:`READ_COLUMNS` order.
+
+    Rows of the current schema version were validated when they were written,
+    so they are rebuilt directly; older versions go through
+    :func:`schemas.from_dict`, which upcasts them to the current shape.
+    """
+    event_id, occurred_at, etype, version, producer, subject, corr, caus, payload = row[:9]
+    spec = CATALOG.get(etype)
+    if spec is None or spec.version != version:
+        return from_dict({
+            "event_id": str(event_id), "type": etype, "schema_version": version,
+            "occurred_at": occurred_at.isoformat(), "producer": producer,
+            "subject_id": subject, "correlation_id": corr, "causation_id": caus,
+            "payload": payload,
+        })
+    return Envelope(
+        event_id=event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(event_id),
+        type=etype, schema_version=version, occurred_at=occurred_at.astimezone(UTC),
+        producer=producer, payload=freeze(payload), subject_id=subject,
+        correlation_id=corr, causation_id=caus,
+    )
+
+
+def cold_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The cold-storage line of a stored row: the wire envelope plus ``_src`` position."""
+    ev = envelope_from_row(row)
+    out = ev.as_dict()
+    out["_src"] = [row[9], row[10], row[11]]
+    return out
