@@ -25,9 +25,10 @@ from typing import Any
 
 import orjson
 
+from agents.decision import Decision, DecisionEngine
 from agents.outbox import Outbox
 from agents.producer import BackgroundProducer, ProducerStats
-from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event
+from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
 
@@ -69,6 +70,8 @@ class AgentClient:
         partitions: int = 8,
         queue_size: int = 100_000,
         scrub: Scrubber | None = None,
+        decision_kind: str | None = None,
+        redis_url: str | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -90,6 +93,10 @@ class AgentClient:
             )
         self.rejected = 0
         self._order = threading.Lock()
+        self.engine: DecisionEngine | None = None
+        if decision_kind is not None:
+            self.engine = DecisionEngine(agent_id, decision_kind, redis_url=redis_url,
+                                         prefix=topic_prefix)
 
     @classmethod
     def from_settings(cls, agent_id: str, **kwargs: Any) -> AgentClient:
@@ -99,6 +106,7 @@ class AgentClient:
         settings = Settings()
         addresses = resolve(settings)
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
+        kwargs.setdefault("redis_url", addresses.redis_url)
         kwargs.setdefault("partitions", settings.partitions)
         kwargs.setdefault(
             "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"
@@ -131,6 +139,27 @@ class AgentClient:
             attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
             return self._reject(orjson.dumps(attempt, default=str), exc)
         return event
+
+    def decide(self, context: Mapping[str, Any], *, request_id: str | None = None) -> Decision:
+        """Ask the in-process decision engine; logs the request and answer as events.
+
+        Returns at once (no network on this path); see :mod:`agents.decision`.
+        """
+        if self.engine is None:
+            raise RuntimeError(f"{self.agent_id}: created without decision_kind; cannot decide")
+        rid = request_id or str(uuid7())
+        decision = self.engine.decide(context, request_id=rid)
+        requested = self.emit("decision.requested",
+                              {"request_id": rid, "kind": decision.kind, "context": context},
+                              correlation_id=rid)
+        self.emit("decision.made", {
+            "request_id": rid, "kind": decision.kind, "output": decision.output,
+            "model_version": decision.model_version, "policy": decision.policy,
+            "inputs_digest": decision.inputs_digest, "features": decision.features,
+            "latency_us": decision.latency_us,
+        }, correlation_id=rid,
+           causation_id=str(requested.event_id) if isinstance(requested, Envelope) else None)
+        return decision
 
     def emit_event(self, event: Envelope) -> Envelope:
         """Queue an already-built envelope (e.g. one being forwarded)."""
@@ -176,6 +205,8 @@ class AgentClient:
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what can be delivered within ``timeout``; the rest stays in the outbox."""
+        if self.engine is not None:
+            self.engine.close()
         if self._producer is not None:
             self._producer.close(timeout)
         self._outbox.close()

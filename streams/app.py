@@ -50,6 +50,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     stream_buffer_maxsize=BATCH * 4,
     web_enabled=False,
+    datadir=str(settings.data_dir / "faust"),
 )
 
 # -- topics -------------------------------------------------------------------

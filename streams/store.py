@@ -2,10 +2,13 @@
 
 The broker cannot do transactions (BROKER.md), so exactly-once *effect* comes
 from the projection itself: each entity's hash holds, next to its counters,
-the last source offset applied per topic partition, and one Lua script
-checks and updates both atomically. A redelivered event (after a crash, a
-rebalance, or two workers briefly owning a partition) finds its offset
-already applied and is skipped.
+the last source offset applied per topic partition and the highest event id
+applied per producer, and one Lua script checks and updates all of them
+atomically. A redelivered event (after a crash, a rebalance, or two workers
+briefly owning a partition) finds its offset already applied; an event the
+SDK re-sent after an outage (same id, new offset) finds its id already
+applied — a producer's UUIDv7 ids increase in the order it emits them. Both
+are skipped.
 
 Keys carry the entity in a hash tag (``sl:f:{agent:x}``) so one entity's
 hash and its window hashes live in one Redis Cluster slot.
@@ -28,10 +31,13 @@ _APPLY = """
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local evs = cjson.decode(ARGV[4])
 local last, applied, asof = stored, 0, nil
-local base, wins = {}, {}
+local base, wins, maxid = {}, {}, {}
 for _, e in ipairs(evs) do
-  if e[1] > last then
+  local idf = 'id:' .. e[5]
+  if maxid[idf] == nil then maxid[idf] = redis.call('HGET', KEYS[1], idf) or '' end
+  if e[1] > last and e[6] > maxid[idf] then
     last = e[1]
+    maxid[idf] = e[6]
     applied = applied + 1
     local w = wins[e[2]] or {}
     for k, v in pairs(e[4]) do
@@ -50,6 +56,7 @@ for ws, w in pairs(wins) do
   redis.call('EXPIRE', wk, ARGV[3])
 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last))
+for idf, id in pairs(maxid) do if id ~= '' then redis.call('HSET', KEYS[1], idf, id) end end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'as_of_us') or '0')
 if asof > cur then redis.call('HSET', KEYS[1], 'as_of_us', string.format('%d', asof)) end
 redis.call('HINCRBY', KEYS[1], 'version', applied)
@@ -71,6 +78,22 @@ class FeatureRow:
     as_of_us: int
 
 
+def feature_key(prefix: str, entity: str) -> str:
+    """Redis key of an entity's feature hash (hash tag = entity, for Redis Cluster)."""
+    return f"{prefix}:f:{{{entity}}}"
+
+
+def parse_counters(raw: dict[Any, Any]) -> dict[str, float]:
+    """Counters from a feature hash as read from Redis (bookkeeping fields dropped)."""
+    out = {}
+    for k, v in raw.items():
+        name = k.decode() if isinstance(k, bytes) else k
+        if name.startswith(("off:", "id:")) or name in _META:
+            continue
+        out[name] = float(v)
+    return out
+
+
 class OnlineFeatureStore:
     """Feature counters per entity in Redis hashes, windowed by event time."""
 
@@ -85,7 +108,7 @@ class OnlineFeatureStore:
         self._script = client.register_script(_APPLY)
 
     def key(self, entity: str) -> str:
-        return f"{self.prefix}:f:{{{entity}}}"
+        return feature_key(self.prefix, entity)
 
     def apply(self, batch: Iterable[Sourced]) -> int:
         """Apply a batch of sourced events; returns how many were new (not replays)."""
@@ -97,7 +120,8 @@ class OnlineFeatureStore:
             entity, d = hit
             ts_us = int(event.occurred_at.timestamp() * 1_000_000)
             groups[(entity, topic, partition)].append(
-                [offset, window_start(event, self.window_s), ts_us, d]
+                [offset, window_start(event, self.window_s), ts_us, d, event.producer,
+                 str(event.event_id)]
             )
         if not groups:
             return 0
@@ -120,7 +144,7 @@ class OnlineFeatureStore:
     def window(self, entity: str, start: int) -> dict[str, float]:
         """Feature values of the tumbling window starting at ``start`` (epoch s)."""
         raw = self.r.hgetall(f"{self.key(entity)}:w:{start}")
-        return values(self._counters(raw))
+        return values(parse_counters(raw))
 
     def entities(self) -> list[str]:
         """Every entity with features (SCAN, for dashboards and tests)."""
@@ -132,19 +156,10 @@ class OnlineFeatureStore:
             out.append(name[len(self.prefix) + 4 : -1])
         return sorted(out)
 
-    @staticmethod
-    def _counters(raw: dict[Any, Any]) -> dict[str, float]:
-        out = {}
-        for k, v in raw.items():
-            name = k.decode() if isinstance(k, bytes) else k
-            if name.startswith("off:") or name in _META:
-                continue
-            out[name] = float(v)
-        return out
 
     def _row(self, entity: str, raw: dict[Any, Any]) -> FeatureRow:
         meta = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
-        counters = self._counters(raw)
+        counters = parse_counters(raw)
         return FeatureRow(
             entity=entity, values=values(counters), counters=counters,
             version=int(meta.get("version", 0)), as_of_us=int(meta.get("as_of_us", 0)),

@@ -7,8 +7,10 @@ Data flow (one process, at most ~1 core):
         -> on_frame(blurred_frame, payload)
 
 Only the blurred frame ever leaves the loop (``on_frame``); the emitted payload holds
-numbers and boxes, never pixels. ``emit`` is non-blocking by contract (the SDK
-queues); if it raises, the error is logged and counted and the loop goes on.
+numbers and boxes, never pixels; ``frame_no`` counts captured frames, so gaps show
+where frames were dropped (``dropped`` is the running total). ``emit`` is
+non-blocking by contract (the SDK queues); if it raises, the error is logged and
+counted and the loop goes on.
 
 >>> from ops.data import data_path
 >>> events = []
@@ -96,7 +98,8 @@ class VisionPipeline:
     camera_id
         Identifies the stream in events; default ``camera<N>`` or the file's stem.
     target_fps
-        Pace a file to this rate; ``None``/``0`` means no pacing (as fast as possible).
+        Replay a file at this rate; ``None``/``0`` means no pacing (as fast as possible).
+        Ignored for cameras, which deliver at their own rate.
     loop
         Replay a file forever (stop with ``max_frames`` or :meth:`stop`).
     drop_when_behind
@@ -142,7 +145,10 @@ class VisionPipeline:
         """Process frames until the source ends, ``max_frames`` are done, or :meth:`stop`."""
         opened: FrameSource = (self.source if isinstance(self.source, FrameSource)
                                else open_source(self.source))
-        grabber = FrameGrabber(opened, target_fps=self.target_fps, loop=self.loop,
+        # A camera delivers at its own rate (read() blocks): pacing it would only let
+        # frames pile up in the driver, so only files are paced.
+        pace = None if is_live(self.source) else self.target_fps
+        grabber = FrameGrabber(opened, target_fps=pace, loop=self.loop,
                                drop_when_behind=self.drop_when_behind,
                                queue_size=self.queue_size)
         self._grabber, self._stopping = grabber, False
@@ -193,7 +199,7 @@ class VisionPipeline:
 
 def _default_camera_id(source: Source) -> str:
     if is_live(source):
-        return f"camera{int(source)}"  # type: ignore[arg-type]
+        return f"camera{source}"
     if isinstance(source, str | Path):
         return Path(source).stem
     return type(source).__name__

@@ -1,0 +1,44 @@
+"""Starting Faust workers as processes (CLI, demo, benchmarks and tests share this)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from ops.config import Addresses, Settings
+from ops.processes import Spawned, spawn
+
+
+def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[str, str]:
+    """Environment that points a worker at exactly these servers and topics."""
+    return {
+        "SELFLEARN_DATA_DIR": str(settings.data_dir),
+        "SELFLEARN_KAFKA_BOOTSTRAP": addresses.kafka_bootstrap,
+        "SELFLEARN_DATABASE_URL": addresses.database_url,
+        "SELFLEARN_REDIS_URL": addresses.redis_url,
+        "SELFLEARN_MLFLOW_URI": addresses.mlflow_uri,
+        "SELFLEARN_TOPIC_PREFIX": settings.topic_prefix,
+        "SELFLEARN_PARTITIONS": str(settings.partitions),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                       os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+def start_worker(settings: Settings, addresses: Addresses, log: Path, **extra: str) -> Spawned:
+    """Start ``faust -A streams.app worker`` detached; returns its PID and log file."""
+    argv = [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info",
+            "--without-web"]
+    return spawn(argv, log, env=worker_env(settings, addresses, **extra))
+
+
+def wait_ready(log: Path, timeout: float = 90.0, after: int = 0) -> None:
+    """Wait until the worker's log says it is ready (``after``: byte offset to search from)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and b"Worker]: Ready" in log.read_bytes()[after:]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"worker not ready after {timeout:.0f}s; see {log}")
