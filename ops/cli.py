@@ -129,5 +129,11 @@ def main() -> None:
     app()
 
 
+# Commands defined in other modules register themselves on ``app`` when imported.
+from ops import commands as _commands  # noqa: E402,F401
+
 if __name__ == "__main__":
-    main()
+    # Run the imported module's app: it is the one other modules registered commands on.
+    from ops.cli import main as _main
+
+    _main()

@@ -177,10 +177,8 @@ class EventArchive:
             else:
                 conn.execute(q.create_table(self.table, partitioned=True))
                 conn.execute(q.sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {d} PARTITION OF {t} DEFAULT "
-                    "WITH (toast_tuple_target = {tt})"
-                ).format(d=q.ident(f"{self.table}_default"), t=q.ident(self.table),
-                         tt=q.sql.Literal(q.TOAST_TUPLE_TARGET)))
+                    "CREATE TABLE IF NOT EXISTS {d} PARTITION OF {t} DEFAULT"
+                ).format(d=q.ident(f"{self.table}_default"), t=q.ident(self.table)))
             conn.execute(q.create_cold_catalog(self.table))
             conn.commit()
         self.backend = "timescaledb" if timescale else "partitioned"
@@ -280,10 +278,10 @@ class EventArchive:
             return False
         lo, hi = q.day_bounds(day)
         fmt = {"p": q.ident(name), "t": q.ident(self.table),
-               "d": q.ident(f"{self.table}_default"), "tt": q.sql.Literal(q.TOAST_TUPLE_TARGET)}
+               "d": q.ident(f"{self.table}_default")}
         conn.execute(q.sql.SQL(
-            "CREATE TABLE {p} (LIKE {t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
-            "WITH (toast_tuple_target = {tt})").format(**fmt))
+            "CREATE TABLE {p} (LIKE {t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        ).format(**fmt))
         conn.execute(q.sql.SQL(
             "WITH moved AS (DELETE FROM {d} WHERE occurred_at >= %s AND occurred_at < %s "
             "RETURNING *) INSERT INTO {p} SELECT * FROM moved").format(**fmt), (lo, hi))

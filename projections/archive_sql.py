@@ -41,9 +41,6 @@ READ_COLUMNS = (
     "correlation_id", "causation_id", "payload", "src_topic", "src_partition", "src_offset",
 )
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-# Rows longer than this are compressed (pglz) in line by TOAST; the default
-# (~2 KB) would leave typical 1-2 KB events uncompressed. See docs/capacity.md.
-TOAST_TUPLE_TARGET = 256
 
 
 def check_name(table: str) -> str:

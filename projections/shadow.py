@@ -223,7 +223,8 @@ class ModelState:
             "learner": self.learner.snapshot().decode(), "generation": self.generation,
             "n": self.n, "total": self.total, "total2": self.total2,
             "recent": list(self.recent), "rsum": self.rsum, "rsum2": self.rsum2,
-            "drifts": self.drifts, "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
+            "drifts": self.drifts,
+            "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
         }
 
     @classmethod

@@ -1,0 +1,107 @@
+"""``selflearn worker | bench | evaluate``: the long-running and measuring commands."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ops.cli import AsJson, DataDir, app, fail, load_settings
+
+BENCHES = "ops.benches"
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
+) -> None:
+    """Run a Faust worker (features, projections); start more to scale out by partitions."""
+    import sys
+
+    from ops.config import StackNotRunning, resolve
+
+    settings = load_settings(data_dir)
+    try:
+        resolve(settings)
+    except StackNotRunning as exc:
+        fail(str(exc))
+    from streams.app import app as faust_app
+
+    sys.argv = ["faust", "-A", "streams.app", "worker", "-l", loglevel, "--without-web"]
+    faust_app.main()
+
+
+def _bench_names() -> list[str]:
+    package = importlib.import_module(BENCHES)
+    modules = pkgutil.iter_modules(package.__path__)
+    return sorted(m.name for m in modules if not m.name.startswith("_"))
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="Which benchmark (see `selflearn bench list`).")],
+    as_json: AsJson = False,
+) -> None:
+    """Run a benchmark; it starts what it needs and prints one flat JSON object."""
+    names = _bench_names()
+    if name == "list":
+        typer.echo("\n".join(names))
+        return
+    if name not in names:
+        fail(f"unknown benchmark {name!r}; available: {', '.join(names)}")
+    result = importlib.import_module(f"{BENCHES}.{name}").run()
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench {name}")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+@app.command()
+def evaluate(
+    what: Annotated[str, typer.Argument(help="storypoints | changes")],
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
+    = None,
+    as_json: AsJson = False,
+    through_pipeline: Annotated[bool, typer.Option(
+        "--through-pipeline", help="Send the rows through broker, worker and shadow projection.")]
+    = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write rolling MAE PNG here.")] = None,
+) -> None:
+    """Prequential evaluation of every learner on a folder of real data."""
+    from ops.data import data_path
+    from projections import evaluate as ev
+
+    if what not in ("storypoints", "changes"):
+        fail(f"unknown evaluation {what!r}; use storypoints or changes")
+    folder = data or data_path(what)
+    if not folder.is_dir():
+        fail(f"{folder} is not a folder of CSV files")
+    if through_pipeline:
+        from ops.pipeline_eval import evaluate_through_pipeline
+
+        result = evaluate_through_pipeline(what, folder, load_settings())
+    elif what == "storypoints":
+        result = ev.evaluate_storypoints(folder)
+    else:
+        result = ev.evaluate_changes(folder)
+    if plot is not None and what == "storypoints":
+        ev.plot_rolling_mae(folder, plot)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from ops.report_tables import print_evaluation
+
+    print_evaluation(what, result)
