@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 BATCH = 5_000
 IDLE_SLEEP_S = 0.002
 RETRY_S = 0.5
+SWITCH_INTERVAL_S = 0.0002
 
 
 @dataclass
@@ -97,6 +99,10 @@ class BackgroundProducer:
         self._resend_window_s = resend_window_s
         self._resend_max = resend_max
         self._stopping = threading.Event()
+        # The producer thread runs Python code in bursts; a short GIL switch
+        # interval (default 5 ms) bounds how long it can delay the caller's
+        # thread (emit, decide, the frame loop) to a fraction of a millisecond.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._main, name="selflearn-producer", daemon=True)
         self._thread.start()
 

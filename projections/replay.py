@@ -29,7 +29,6 @@ from typing import Any
 from projections import archive_sql as q
 from projections.archive import EventArchive
 from schemas import CATALOG, Envelope, EventValidationError, decode, from_dict
-from schemas.envelope import freeze
 from streams.features import deltas, reference, values
 from streams.store import OnlineFeatureStore, Sourced
 
@@ -80,7 +79,7 @@ def cold_envelope(rec: dict[str, Any]) -> Envelope:
     return Envelope(
         event_id=uuid.UUID(rec["event_id"]), type=rec["type"], schema_version=spec.version,
         occurred_at=datetime.fromisoformat(rec["occurred_at"]).astimezone(UTC),
-        producer=rec["producer"], payload=freeze(rec["payload"]),
+        producer=rec["producer"], payload=q.freeze_json(rec["payload"]),
         subject_id=rec.get("subject_id"), correlation_id=rec.get("correlation_id"),
         causation_id=rec.get("causation_id"),
     )

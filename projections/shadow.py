@@ -270,7 +270,8 @@ class ShadowProjection:
         self.protected: dict[str, list[str]] = {}  # agent -> [champion, canary or ""]
         self.pending: dict[str, list[Any]] = {}  # "agent|key" -> [request_id, x, preds]
         self.marks = Watermarks()
-        self.counters = {"dropped": 0, "unmatched": 0, "skipped": 0, "resets": 0}
+        self.counters = {"dropped": 0, "unmatched": 0, "invalid": 0, "resets": 0}
+        self.duplicates = 0  # redeliveries skipped (not in the snapshot: not part of the state)
 
     # ------------------------------------------------------------------ input
 
@@ -281,7 +282,7 @@ class ShadowProjection:
                               "promotion.rolled_back"):
             return []
         if not self.marks.fresh(event, topic, partition, offset):
-            self.counters["skipped"] += 1
+            self.duplicates += 1
             return []
         if event.type == "decision.requested":
             return self._request(event)
@@ -335,7 +336,7 @@ class ShadowProjection:
         context = thaw(event.payload["context"])
         key = context.pop(OUTCOME_KEY.get(kind, ""), None)
         if spec.kind != kind or key is None:
-            self.counters["skipped"] += 1
+            self.counters["invalid"] += 1
             return []
         request_id = event.payload["request_id"]
         preds = {n: _finite(m.learner.predict_one(context), kind)

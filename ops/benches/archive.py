@@ -87,7 +87,7 @@ def realistic_events(n: int, *, start: datetime | None = None, span_s: float = 8
         batch = [
             new_event("decision.requested", {"request_id": req, "kind": kind, "context": {
                 "project": project, "task_id": f"T-{i}", "title": _text(rng, 8),
-                "description": _text(rng, 70), "metrics": metrics,
+                "description": _text(rng, 150), "metrics": metrics,
                 "labels": rng.sample(_WORDS, 4)}}, producer=agent, occurred_at=at,
                 correlation_id=req),
             new_event("decision.made", {
@@ -100,7 +100,7 @@ def realistic_events(n: int, *, start: datetime | None = None, span_s: float = 8
                 correlation_id=req),
         ]
         later = at + timedelta(milliseconds=5 + rng.randint(0, 900))
-        r = i % 4
+        r = rng.randrange(4)
         if r == 0:
             batch.append(new_event("task.completed", {
                 "task_id": f"T-{i}", "project": project, "actual_points": rng.choice((1, 2, 3, 5, 8)),
@@ -119,7 +119,7 @@ def realistic_events(n: int, *, start: datetime | None = None, span_s: float = 8
         else:
             batch.append(new_event("task.estimated", {
                 "task_id": f"T-{i}", "project": project, "title": _text(rng, 8),
-                "description": _text(rng, 60), "estimate": rng.choice((1, 2, 3, 5, 8))},
+                "description": _text(rng, 120), "estimate": rng.choice((1, 2, 3, 5, 8))},
                 producer=agent, occurred_at=later, subject_id=f"dev{rng.randint(1, 50)}"))
         out.extend(batch)
         i += 1

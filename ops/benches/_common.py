@@ -1,0 +1,32 @@
+"""What every benchmark shares: a stack it starts itself, and percentiles."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ops.config import Addresses, Settings
+
+
+@contextmanager
+def running_stack() -> Iterator[tuple[Settings, Addresses]]:
+    """Servers from SELFLEARN_* variables, else a private embedded stack in a temp folder."""
+    from ops.stack import down, up
+
+    with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
+        settings = Settings(data_dir=Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}")
+        try:
+            yield settings, up(settings)
+        finally:
+            down(settings)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of unsorted values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return float(ordered[rank - 1])
