@@ -27,6 +27,7 @@ import orjson
 
 from agents.decision import Decision, DecisionEngine
 from agents.outbox import Outbox
+from agents.privacy import scrub_payload
 from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
@@ -69,7 +70,7 @@ class AgentClient:
         outbox_path: str | Path | None = None,
         partitions: int = 8,
         queue_size: int = 100_000,
-        scrub: Scrubber | None = None,
+        scrub: Scrubber | None = scrub_payload,
         decision_kind: str | None = None,
         redis_url: str | None = None,
     ) -> None:

@@ -49,6 +49,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
@@ -59,6 +60,7 @@ from streams.store import Sourced
 log = logging.getLogger(__name__)
 Backend = str  # "timescaledb" or "partitioned"
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
+_CHUNK = 500  # events per COPY message
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -313,12 +315,16 @@ class EventArchive:
                        if self._horizon is None or d >= self._horizon]
             for day in sorted(missing):
                 self.ensure_partitions(day, day)
-        data = b"".join(q.copy_line(t, p, o, ev) for t, p, o, ev in batch)
         with self.connection() as conn:
             conn.execute(q.create_staging(self.table))
             with conn.cursor() as cur:
-                with cur.copy(q.copy_into_staging(self.table)) as copy:
-                    copy.write(data)
+                # A queued writer sends from its own thread: PostgreSQL parses one
+                # chunk while Python encodes the next.
+                with cur.copy(q.copy_into_staging(self.table),
+                              writer=QueuedLibpqWriter(cur)) as copy:
+                    for i in range(0, len(batch), _CHUNK):
+                        copy.write(b"".join(q.copy_line(t, p, o, ev)
+                                            for t, p, o, ev in batch[i:i + _CHUNK]))
                 cur.execute(q.insert_from_staging(self.table))
                 stored = cur.rowcount
             conn.commit()

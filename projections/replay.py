@@ -11,7 +11,8 @@ deterministic, whatever order the broker delivered events in.
 >>> from schemas import new_event
 >>> t = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 >>> evs = [new_event("review.completed", {"change_id": "c", "project": "p",
-...        "passed_first_try": ok}, producer="code-reviewer", occurred_at=t) for ok in (1 > 0, 1 < 0)]
+...        "passed_first_try": ok}, producer="code-reviewer", occurred_at=t)
+...        for ok in (True, False)]
 >>> features_of(evs, "agent:code-reviewer")["success_rate"]
 0.5
 """

@@ -103,7 +103,8 @@ def realistic_events(n: int, *, start: datetime | None = None, span_s: float = 8
         r = rng.randrange(4)
         if r == 0:
             batch.append(new_event("task.completed", {
-                "task_id": f"T-{i}", "project": project, "actual_points": rng.choice((1, 2, 3, 5, 8)),
+                "task_id": f"T-{i}", "project": project,
+                "actual_points": rng.choice((1, 2, 3, 5, 8)),
                 "duration_s": round(rng.expovariate(1 / 3600), 1),
                 "success": rng.random() < 0.8}, producer=agent, occurred_at=later,
                 correlation_id=req))
