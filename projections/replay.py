@@ -20,8 +20,11 @@ deterministic, whatever order the broker delivered events in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
+import queue
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,14 +62,34 @@ def _hot(archive: EventArchive, since: datetime | None, until: datetime | None,
         cols=cols, t=q.ident(archive.table),
         w=q.sql.SQL(" WHERE ") + q.sql.SQL(" AND ").join(where) if where else q.sql.SQL(""))
     conn = archive.reader()
+    chunks: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def fetch() -> None:  # PostgreSQL sends the next rows while this thread decodes
+        try:
+            with conn.cursor(name="replay", binary=True) as cur:
+                cur.itersize = itersize
+                cur.execute(stmt, params)
+                while not stop.is_set() and (rows := cur.fetchmany(itersize)):
+                    chunks.put(rows)
+            chunks.put(None)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+            chunks.put(exc)
+
+    worker = threading.Thread(target=fetch, name="replay-fetch", daemon=True)
+    worker.start()
     try:
-        with conn.cursor(name="replay", binary=True) as cur:
-            cur.itersize = itersize
-            cur.execute(stmt, params)
-            while rows := cur.fetchmany(itersize):
-                for row in rows:
-                    yield q.envelope_from_row(row)
+        while (rows := chunks.get()) is not None:
+            if isinstance(rows, BaseException):
+                raise rows
+            for row in rows:
+                yield q.envelope_from_row(row)
     finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                chunks.get_nowait()
+            worker.join(timeout=0.05)
         conn.close()
 
 

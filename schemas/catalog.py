@@ -88,7 +88,7 @@ _SPECS = [
     }, doc="The review outcome, known late (when a fix traces a defect back)."),
     EventSpec("decision.requested", 1, {
         "request_id": _f("str"), "kind": _f("str"), "context": _f("dict"),
-    }, stream="decisions",
+    }, stream="agent",
         doc="An agent asked the decision engine."),
     EventSpec("decision.made", 1, {
         "request_id": _f("str"), "kind": _f("str"), "output": _f("number"),
@@ -123,6 +123,11 @@ _SPECS = [
         "manual": _f("bool", required=False), "operator": _f("str", required=False),
     }, stream="control",
         doc="The canary was rolled back; the champion serves 100 %."),
+    EventSpec("operator.command", 1, {
+        "agent_id": _f("str"), "action": _f("str"), "operator": _f("str"),
+        "reason": _f("str"), "challenger": _f("str", required=False),
+    }, stream="control",
+        doc="An operator asked for a manual promote or rollback (the audit record)."),
     EventSpec("subject.erased", 1, {"reason": _f("str")},
               stream="control",
               doc="A data subject's key was destroyed; their personal fields are unreadable."),
@@ -134,6 +139,9 @@ _SPECS = [
 CATALOG: dict[str, EventSpec] = {spec.type: spec for spec in _SPECS}
 
 # Streams (one topic each) and the dead-letter topic; a topic is "<prefix>.<stream>".
+# Order is only kept within one topic partition, so events whose relative order
+# matters share a stream: a decision request and its outcome both travel on
+# "agent" (keyed by agent id), so the shadow projection sees the request first.
 STREAMS = ("agent", "frames", "decisions", "learning", "control")
 DEAD_LETTER = "dlq"
 

@@ -5,6 +5,11 @@ Read top to bottom, this module is the data flow of DESIGN.md:
     agent / frames / decisions topics ──▶ features agent ──▶ Redis (online features,
                                               │                 short-term memory)
                                               └──▶ dead-letter topic (bad input)
+    agent / decisions / control topics ──▶ learning agent ──▶ learning topic (shadow
+                                              │                 predictions, metrics)
+                                              ├──▶ control topic (promotion events)
+                                              ├──▶ Redis (live policy + model snapshots)
+                                              └──▶ MLflow (models entering canary)
 
 Run it with ``faust -A streams.app worker`` or ``selflearn worker``; scale out
 by starting more workers (up to one per partition). Faust tables are not used
@@ -18,12 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterable
+from typing import Any
 
 import faust
 import redis
 
 from ops.config import Settings, resolve
+from projections.checkpoints import CheckpointStore
+from projections.learning import LearningRuntime
+from projections.policy_store import PolicyStore
+from projections.promotion import Transition
+from projections.registry import ModelRegistry
+from schemas import CATALOG, EventValidationError, decode, encode
 from schemas.catalog import DEAD_LETTER, topic_name
 from streams.memory import ShortTermMemory
 from streams.processing import FeatureProjection, Raw, split
@@ -58,7 +71,13 @@ feature_sources = app.topic(
     topic_name(PREFIX, "agent"), topic_name(PREFIX, "frames"), topic_name(PREFIX, "decisions"),
     value_serializer="raw",
 )
+learning_sources = app.topic(
+    topic_name(PREFIX, "agent"), topic_name(PREFIX, "decisions"), topic_name(PREFIX, "control"),
+    value_serializer="raw",
+)
 dead_letters = app.topic(topic_name(PREFIX, DEAD_LETTER), value_serializer="raw")
+outputs = {stream: app.topic(topic_name(PREFIX, stream), value_serializer="raw")
+           for stream in ("learning", "control")}
 
 # -- projections --------------------------------------------------------------
 _redis = redis.Redis.from_url(addresses.redis_url)
@@ -70,6 +89,13 @@ projection = FeatureProjection(
         ttl_s=int(os.environ.get("SELFLEARN_MEMORY_TTL_S", str(24 * 3600))),
     ),
 )
+
+
+learning_runtime = LearningRuntime(PREFIX, CheckpointStore(addresses.database_url))
+policies = PolicyStore(_redis, prefix=PREFIX)
+registry = ModelRegistry(addresses.mlflow_uri)
+CHECKPOINT_EVERY = int(os.environ.get("SELFLEARN_CHECKPOINT_EVERY", "5000"))
+CHECKPOINT_S = float(os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0"))
 
 
 # -- agents -------------------------------------------------------------------
@@ -90,6 +116,52 @@ async def features(stream: AsyncIterable[bytes]) -> None:
         pending = [await dead_letters.send(value=record) for record in result.dead]
         await asyncio.gather(*pending)
         projection.apply(result.events)
+
+
+@app.agent(learning_sources)
+async def learning(stream: Any) -> None:
+    """Shadow learning and promotion, checkpointed before its input is acknowledged.
+
+    Events are acknowledged by hand, only after a checkpoint that covers them
+    is in PostgreSQL; a crash re-delivers the rest and the projections' own
+    watermarks skip anything the checkpoint already holds.
+    """
+    manual = stream.noack()
+    held: list[Any] = []
+    sends: list[Any] = []
+    last = time.monotonic()
+    async for event in manual.events():
+        held.append(event)
+        msg = event.message
+        try:
+            envelope = decode(event.value)
+        except EventValidationError:
+            envelope = None  # the features agent dead-letters it
+        if envelope is not None:
+            out = learning_runtime.apply(msg.topic, msg.partition, msg.offset, envelope)
+            for key, produced in out.events:
+                stream_name = CATALOG[produced.type].stream
+                sends.append(await outputs[stream_name].send(key=key.encode(),
+                                                             value=encode(produced)))
+            for t in out.policies:
+                publish_policy(t)
+        if len(held) >= CHECKPOINT_EVERY or time.monotonic() - last >= CHECKPOINT_S:
+            await asyncio.gather(*sends)
+            sends.clear()
+            await asyncio.to_thread(learning_runtime.checkpoint)
+            for e in held:
+                await manual.ack(e)
+            held.clear()
+            last = time.monotonic()
+
+
+def publish_policy(t: Transition) -> None:
+    """New live policy to Redis (read models poll it); models entering canary to MLflow."""
+    if policies.publish(t.policy, t.snapshots) and t.event.type.startswith("promotion."):
+        shard = learning_runtime.shards
+        metrics = next((s.shadow.metrics(t.policy.agent_id) for s in shard.values()
+                        if t.policy.agent_id in s.shadow.models), {})
+        registry.on_transition_async(t, metrics, {})
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ def test_client_decide_logs_request_and_decision(stack: Addresses, settings: Set
     decisions = [client.decide(CTX) for _ in range(20)]
     assert client.flush(30)
     client.close()
-    records = read_topic(stack.kafka_bootstrap, topic_name(prefix, "decisions"), expect=40)
+    records = (read_topic(stack.kafka_bootstrap, topic_name(prefix, "decisions"), expect=20)
+               + read_topic(stack.kafka_bootstrap, topic_name(prefix, "agent"), expect=20))
     events = [decode(v) for _, _, v in records]
     made = {e.payload["request_id"]: e for e in events if e.type == "decision.made"}
     requested = {e.payload["request_id"]: e for e in events if e.type == "decision.requested"}

@@ -102,3 +102,11 @@ def test_rolling_mae_plot_is_written(tmp_path: Path) -> None:
     shutil.copy(data_path("storypoints") / "duracloud.csv.gz", d)
     out = plot_rolling_mae(d, tmp_path / "mae.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_best_review_learner_beats_the_size_heuristic_under_late_labels() -> None:
+    r = evaluate_changes(data_path("changes"), ["size_heuristic", "review_rank"])
+    macro = r["macro_recall_at_20"]
+    assert r["best"] == "review_rank"
+    assert macro["review_rank"] >= macro["size_heuristic"] + 0.04
+    assert macro["review_rank"] == pytest.approx(0.6093, abs=6e-4)

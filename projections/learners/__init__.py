@@ -15,6 +15,7 @@ from projections.learners.knn_median import KnnMedian
 from projections.learners.logistic import OnlineLogistic
 from projections.learners.recency_median import RecencyMedian
 from projections.learners.review_blend import ReviewBlend
+from projections.learners.review_rank import ReviewRank
 from projections.learners.running_median import RunningMedian
 from projections.learners.size_bucket import SizeBucket
 from projections.learners.size_heuristic import SizeHeuristic
@@ -33,6 +34,7 @@ REVIEW_LEARNERS: dict[str, Callable[[], Learner]] = {
     OnlineLogistic.name: OnlineLogistic,
     SizeBucket.name: SizeBucket,
     ReviewBlend.name: ReviewBlend,
+    ReviewRank.name: ReviewRank,
 }
 #: the three task challengers that run by default (benchmarked for speed)
 DEFAULT_TASK_CHALLENGERS: tuple[str, ...] = ("recency_median", "knn_median", "token_quantile")

@@ -1,0 +1,95 @@
+"""``selflearn bench pipeline``: events from the SDK to features in Redis, one Faust worker.
+
+``events_per_s``: 8 agents emit ``N`` events as fast as they can; the clock
+stops when the worker has applied the last one to the online store.
+``lag_p99_ms``: at a steady ``LAG_RATE_PER_S``, how far the store trails the
+newest emitted event (now minus the event time of the newest applied event,
+sampled every 10 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import redis
+
+from agents.client import AgentClient
+from ops.benches._common import percentile, running_stack
+from ops.processes import stop
+from ops.worker import start_worker, wait_ready
+from streams.store import OnlineFeatureStore
+
+AGENTS = [f"agent-{i}" for i in range(8)]
+N = 60_000
+LAG_RATE_PER_S = 5_000
+LAG_SECONDS = 6
+
+
+def _payload(agent: str, i: int) -> dict[str, object]:
+    return {"task_id": f"{agent}-{i}", "project": "bench", "actual_points": i % 8,
+            "duration_s": float(i % 600), "success": i % 3 != 0}
+
+
+def _applied(store: OnlineFeatureStore) -> tuple[int, int]:
+    total, newest = 0, 0
+    for agent in AGENTS:
+        row = store.get(f"agent:{agent}")
+        if row is not None:
+            total += row.version
+            newest = max(newest, row.as_of_us)
+    return total, newest
+
+
+def run() -> dict[str, float]:
+    with running_stack() as (settings, addresses):
+        log = Path(settings.data_dir) / "worker.log"
+        worker = start_worker(settings, addresses, log)
+        try:
+            wait_ready(log)
+            store = OnlineFeatureStore(redis.Redis.from_url(addresses.redis_url),
+                                       prefix=settings.topic_prefix)
+            clients = [AgentClient(a, bootstrap=addresses.kafka_bootstrap,
+                                   topic_prefix=settings.topic_prefix,
+                                   outbox_path=Path(settings.data_dir) / f"{a}.db")
+                       for a in AGENTS]
+            # Throughput: everything at once.
+            start = time.perf_counter()
+            for i in range(N // len(clients)):
+                for c in clients:
+                    c.emit("task.completed", _payload(c.agent_id, i))
+            while _applied(store)[0] < N:
+                time.sleep(0.01)
+            events_per_s = N / (time.perf_counter() - start)
+            # Lag: a steady rate, sampling the freshness of the store.
+            lags: list[float] = []
+            begin = time.perf_counter()
+            sent = 0
+            next_sample = begin
+            while time.perf_counter() - begin < LAG_SECONDS:
+                due = int((time.perf_counter() - begin) * LAG_RATE_PER_S)
+                while sent < due:
+                    c = clients[sent % len(clients)]
+                    c.emit("task.completed", _payload(c.agent_id, N + sent))
+                    sent += 1
+                now = time.perf_counter()
+                if now >= next_sample and now - begin > 1.0:  # skip the ramp-up second
+                    newest = _applied(store)[1]
+                    lags.append(max(0.0, time.time() * 1000 - newest / 1000))
+                    next_sample = now + 0.01
+                time.sleep(0.0005)
+            for c in clients:
+                c.close()
+        finally:
+            stop(worker.pid, worker.create_time, timeout=10)
+    return {
+        "events_per_s": round(events_per_s),
+        "lag_p50_ms": round(percentile(lags, 50), 1),
+        "lag_p99_ms": round(percentile(lags, 99), 1),
+        "events": float(N),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run()))
