@@ -10,6 +10,8 @@ Read top to bottom, this module is the data flow of DESIGN.md:
                                               ├──▶ control topic (promotion events)
                                               ├──▶ Redis (live policy + model snapshots)
                                               └──▶ MLflow (models entering canary)
+    every topic ─────────────────────────▶ archive agent ──▶ PostgreSQL events table
+                                                                (hot 90 d, then cold files)
 
 Run it with ``faust -A streams.app worker`` or ``selflearn worker``; scale out
 by starting more workers (up to one per partition). Faust tables are not used
@@ -25,19 +27,22 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import redis
 
 from ops.config import Settings, resolve
+from projections.archive import ArchiveProjection, EventArchive
+from projections.archive_cold import ColdStore
 from projections.checkpoints import CheckpointStore
 from projections.learning import LearningRuntime
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
 from projections.registry import ModelRegistry
 from schemas import CATALOG, EventValidationError, decode, encode
-from schemas.catalog import DEAD_LETTER, topic_name
+from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from streams.memory import ShortTermMemory
 from streams.processing import FeatureProjection, Raw, split
 from streams.store import OnlineFeatureStore
@@ -75,6 +80,7 @@ learning_sources = app.topic(
     topic_name(PREFIX, "agent"), topic_name(PREFIX, "decisions"), topic_name(PREFIX, "control"),
     value_serializer="raw",
 )
+archive_sources = app.topic(*(topic_name(PREFIX, s) for s in STREAMS), value_serializer="raw")
 dead_letters = app.topic(topic_name(PREFIX, DEAD_LETTER), value_serializer="raw")
 outputs = {stream: app.topic(topic_name(PREFIX, stream), value_serializer="raw")
            for stream in ("learning", "control")}
@@ -91,6 +97,10 @@ projection = FeatureProjection(
 )
 
 
+archive = EventArchive(addresses.database_url,
+                       cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
+archive.ensure_schema()
+archive_projection = ArchiveProjection(archive)
 learning_runtime = LearningRuntime(PREFIX, CheckpointStore(addresses.database_url))
 policies = PolicyStore(_redis, prefix=PREFIX)
 registry = ModelRegistry(addresses.mlflow_uri)
@@ -116,6 +126,27 @@ async def features(stream: AsyncIterable[bytes]) -> None:
         pending = [await dead_letters.send(value=record) for record in result.dead]
         await asyncio.gather(*pending)
         projection.apply(result.events)
+
+
+@app.agent(archive_sources)
+async def archiver(stream: Any) -> None:
+    """Every event into PostgreSQL, once (keyed by id); an outage stalls, then catches up."""
+    async for batch in stream.take_events(BATCH, within=0.2):
+        events = []
+        for e in batch:
+            try:
+                events.append((e.message.topic, e.message.partition, e.message.offset,
+                               decode(e.value)))
+            except EventValidationError:
+                continue  # the features agent dead-letters it
+        # In a thread: a PostgreSQL outage must not freeze the other agents' loop.
+        await asyncio.to_thread(archive_projection.apply, events)
+
+
+@app.timer(interval=3600.0)
+async def retention() -> None:
+    """Hourly: days older than the hot window go to cold files, their partitions dropped."""
+    await asyncio.to_thread(archive.apply_retention, datetime.now(UTC))
 
 
 @app.agent(learning_sources)

@@ -198,9 +198,11 @@ def test_slow_processing_drops_and_counts_frames_instead_of_queueing() -> None:
     assert seen[-1] == 49  # the freshest frame survives, the oldest ones were dropped
 
 
-def test_unpaced_file_mode_waits_instead_of_dropping() -> None:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_unpaced_file_mode_waits_instead_of_dropping(threaded: bool) -> None:
     source = ScriptedSource(20)
-    pipeline = VisionPipeline(source, lambda t, p: None, target_fps=0, queue_size=1)
+    pipeline = VisionPipeline(source, lambda t, p: None, target_fps=0, queue_size=1,
+                              threaded=threaded)
     seen: list[int] = []
 
     def consumer(frame: np.ndarray, payload: dict[str, Any]) -> None:

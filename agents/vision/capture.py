@@ -9,7 +9,9 @@ Back-pressure policy (``drop_when_behind``):
   frames; when it is full the *oldest* frame is discarded and counted in
   ``dropped``. The consumer always gets the freshest frame and memory never grows.
 * **unpaced file** (benchmarks, offline runs): the reader blocks until the
-  consumer has room, so every frame is processed and none is dropped.
+  consumer has room, so every frame is processed and none is dropped. The loop
+  uses :class:`DirectReader` here by default (reads in the loop's own thread),
+  which keeps the whole run on one core.
 
 >>> import numpy as np
 >>> class Three:
@@ -97,6 +99,48 @@ class CapturedFrame:
     grabbed_at: float  # time.perf_counter() just before the read started
 
 
+def read_next(source: FrameSource, frame_no: int, *, loop: bool = False) -> CapturedFrame | None:
+    """Read one frame (rewinding a file once when ``loop``); ``None`` at the end of the source."""
+    grabbed_at = time.perf_counter()
+    ok, frame = source.read()
+    if (not ok or frame is None) and loop and hasattr(source, "set"):
+        source.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        ok, frame = source.read()  # failing right after a rewind: the source is dead
+    if not ok or frame is None:
+        return None
+    return CapturedFrame(frame_no, np.asarray(frame, dtype=np.uint8), grabbed_at)
+
+
+class DirectReader:
+    """Reads on demand in the consumer's thread: for unpaced runs where nothing may be dropped.
+
+    Same interface as :class:`FrameGrabber`. Without a reader thread, decoding and
+    processing share one core, so an offline or benchmark run stays within one core
+    instead of overlapping decode with processing on a second one.
+    """
+
+    def __init__(self, source: FrameSource, *, loop: bool = False) -> None:
+        self.source = source
+        self.loop = loop
+        self.dropped = 0
+        self.captured = 0
+        self.max_queued = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """Nothing to start (present for interface parity with :class:`FrameGrabber`)."""
+
+    def get(self, timeout: float | None = None) -> CapturedFrame | None:
+        """Read and return the next frame, or ``None`` at the end of the source."""
+        item = read_next(self.source, self.captured, loop=self.loop)
+        self.captured += item is not None
+        return item
+
+    def stop(self) -> None:
+        """Release the source."""
+        self.source.release()
+
+
 class FrameGrabber(threading.Thread):
     """Read frames on a daemon thread into a bounded queue; ``get()`` returns ``None`` at the end.
 
@@ -154,7 +198,6 @@ class FrameGrabber(threading.Thread):
 
     def _read_loop(self) -> None:
         next_due = time.perf_counter()
-        rewound = False
         while not self._halt.is_set():
             if self.period:
                 delay = next_due - time.perf_counter()
@@ -163,16 +206,9 @@ class FrameGrabber(threading.Thread):
                 elif delay < -self.period:  # fell behind: do not burst to catch up
                     next_due = time.perf_counter()
                 next_due += self.period
-            grabbed_at = time.perf_counter()
-            ok, frame = self.source.read()
-            if not ok or frame is None:
-                if self.loop and not rewound and hasattr(self.source, "set"):
-                    self.source.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    rewound = True  # a second failure in a row means the source is dead
-                    continue
+            item = read_next(self.source, self.captured, loop=self.loop)
+            if item is None:
                 return
-            rewound = False
-            item = CapturedFrame(self.captured, np.asarray(frame, dtype=np.uint8), grabbed_at)
             self.captured += 1
             if self.drop_when_behind:
                 self._put_dropping_oldest(item)

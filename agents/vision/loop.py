@@ -34,7 +34,14 @@ import cv2
 import numpy as np
 
 from agents.vision.blur import Box, Frame, anonymize
-from agents.vision.capture import FrameGrabber, FrameSource, Source, is_live, open_source
+from agents.vision.capture import (
+    DirectReader,
+    FrameGrabber,
+    FrameSource,
+    Source,
+    is_live,
+    open_source,
+)
 from agents.vision.detect import FaceDetector
 
 log = logging.getLogger(__name__)
@@ -110,13 +117,16 @@ class VisionPipeline:
         Pixelation blocks across a face (fewer = stronger anonymisation).
     opencv_threads
         ``cv2.setNumThreads`` value, process-wide; 1 keeps the loop on one core.
+    threaded
+        Read on a :class:`FrameGrabber` thread. Default: only when paced or dropping;
+        an unpaced lossless run reads in the loop's thread (:class:`DirectReader`).
     """
 
     def __init__(self, source: Source, emit: Emit, *, camera_id: str | None = None,
                  target_fps: float | None = 30.0, loop: bool = False,
                  drop_when_behind: bool | None = None, queue_size: int = 2,
                  detector: FaceDetector | None = None, cells: int = 8,
-                 opencv_threads: int = 1) -> None:
+                 opencv_threads: int = 1, threaded: bool | None = None) -> None:
         if opencv_threads > 0:
             cv2.setNumThreads(opencv_threads)
         self.source = source
@@ -127,9 +137,10 @@ class VisionPipeline:
         self.drop_when_behind = (True if is_live(source) and drop_when_behind is None
                                  else drop_when_behind)
         self.queue_size = queue_size
+        self.threaded = threaded
         self.detector = detector or FaceDetector()
         self.cells = cells
-        self._grabber: FrameGrabber | None = None
+        self._grabber: FrameGrabber | DirectReader | None = None
         self._stopping = False
 
     def process(self, frame: Frame) -> tuple[Frame, list[Box]]:
@@ -148,9 +159,13 @@ class VisionPipeline:
         # A camera delivers at its own rate (read() blocks): pacing it would only let
         # frames pile up in the driver, so only files are paced.
         pace = None if is_live(self.source) else self.target_fps
-        grabber = FrameGrabber(opened, target_fps=pace, loop=self.loop,
-                               drop_when_behind=self.drop_when_behind,
-                               queue_size=self.queue_size)
+        grabber: FrameGrabber | DirectReader
+        if self.threaded if self.threaded is not None else bool(pace or self.drop_when_behind):
+            grabber = FrameGrabber(opened, target_fps=pace, loop=self.loop,
+                                   drop_when_behind=self.drop_when_behind,
+                                   queue_size=self.queue_size)
+        else:  # unpaced and lossless: reading on this thread keeps the run on one core
+            grabber = DirectReader(opened, loop=self.loop)
         self._grabber, self._stopping = grabber, False
         stats = VisionStats()
         recent: deque[float] = deque(maxlen=30)
