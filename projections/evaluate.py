@@ -78,7 +78,20 @@ def evaluate_storypoints(
     >>> sorted(r), r["pooled"]["n"], r["best"]
     (['best', 'pooled', 'projects'], 120, 'constant')
     """
-    errors = storypoint_errors(data_dir, learners, limit)
+    return storypoint_summary(storypoint_errors(data_dir, learners, limit))
+
+
+def storypoint_summary(errors: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Per-project and pooled MAE and ``best`` from prequential absolute errors.
+
+    ``errors`` is :func:`storypoint_errors`' shape (project -> learner -> errors
+    in replay order); ``ops.pipeline_eval`` feeds it the errors measured
+    through the pipeline, so both paths share this aggregation.
+
+    >>> r = storypoint_summary({"p": {"constant": [1.0, 3.0], "m": [0.0, 1.0]}})
+    >>> r["projects"]["p"], r["pooled"]["mae"]["m"], r["best"]
+    ({'n': 2, 'mae': {'constant': 2.0, 'm': 0.5}}, 0.5, 'm')
+    """
     projects: dict[str, Any] = {}
     pooled: dict[str, float] = {}
     n_all = 0

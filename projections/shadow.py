@@ -19,6 +19,12 @@ promotion projection and the registry keep stable names). The champion and
 the model in canary are never reset here — a drifting champion is the
 promotion projection's business (its challengers will beat it).
 
+Evaluation agents: an agent whose id comes from :func:`eval_agent_id`
+(``eval-<kind>-<name>``) runs every registered learner of its kind, in
+registry order, log-only, and is never drift-reset — so replaying a data set
+through the pipeline (``ops.pipeline_eval``) gives exactly the offline
+prequential numbers of ``projections.evaluate``.
+
 Exactly once: the state holds the last applied offset per ``topic:partition``
 and the highest event id per ``producer|stream`` (UUIDv7 ids of one producer
 increase within one stream's partition); anything at or below is skipped.
@@ -83,6 +89,7 @@ class AgentSpec:
     champion: str = ""
     challengers: tuple[str, ...] = ()
     factories: Factories | None = None  # None: the registry of the kind
+    drift_resets: bool = True  # False: challengers are never reset on drift (evaluation)
 
     def learners(self) -> Factories:
         """Factories of every model of this agent (champion first)."""
@@ -90,12 +97,50 @@ class AgentSpec:
         return {name: reg[name] for name in (self.champion, *self.challengers)}
 
 
+EVAL_PREFIX = "eval-"
+
+
+def eval_agent_id(kind: str, name: str) -> str:
+    """Id of the agent that replays data set ``name`` of ``kind`` for an evaluation.
+
+    >>> eval_agent_id("task_estimate", "mule")
+    'eval-task_estimate-mule'
+    """
+    if kind not in OUTCOME_KEY:
+        raise ValueError(f"unknown agent kind {kind!r}; known: {', '.join(OUTCOME_KEY)}")
+    return f"{EVAL_PREFIX}{kind}-{name}"
+
+
+def eval_spec(agent_id: str) -> AgentSpec | None:
+    """Spec of an evaluation agent (``None`` for any other id).
+
+    Every registered learner of the kind named in the id, in registry order
+    (the first is the champion), log-only, without drift resets: the same
+    models, fresh per agent, that the offline evaluation replays.
+
+    >>> s = eval_spec("eval-task_estimate-mule")
+    >>> s.kind, s.champion, s.drift_resets, eval_spec("task-estimator")
+    ('task_estimate', 'constant', False, None)
+    """
+    for kind in OUTCOME_KEY:
+        if agent_id.startswith(f"{EVAL_PREFIX}{kind}-"):
+            names = tuple(TASK_LEARNERS if kind == "task_estimate" else REVIEW_LEARNERS)
+            return AgentSpec(agent_id, kind, "log_only", names[0], names[1:],
+                             drift_resets=False)
+    return None
+
+
 def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
     """The default models of a kind; unknown agents start log-only (never promoted).
+
+    Evaluation agents (:func:`eval_agent_id`) get :func:`eval_spec` instead.
 
     >>> default_spec("x", "review_risk").challengers
     ('logistic', 'review_blend', 'size_heuristic')
     """
+    evaluation = eval_spec(agent_id)
+    if evaluation is not None:
+        return evaluation
     if kind == "task_estimate":
         return AgentSpec(agent_id, kind, mode, "running_median", DEFAULT_TASK_CHALLENGERS)
     if kind == "review_risk":
@@ -307,7 +352,10 @@ class ShadowProjection:
         """The models of an agent (created on first use)."""
         models = self.models.get(agent_id)
         if models is None:
-            spec = self.specs[agent_id]
+            spec = self.specs.get(agent_id) or eval_spec(agent_id)
+            if spec is None:
+                raise KeyError(agent_id)
+            self.specs[agent_id] = spec
             models = {n: ModelState(f(), self.window) for n, f in spec.learners().items()}
             self.models[agent_id] = models
             self.protected[agent_id] = [spec.champion, ""]
@@ -377,13 +425,14 @@ class ShadowProjection:
                event: Envelope) -> list[Envelope]:
         request_id, x, preds = entry
         models = self.agent_models(agent_id)
+        spec = self.specs[agent_id]
         errors: dict[str, float] = {}
         for name, model in models.items():
             err, aux = error_of(kind, preds.get(name, math.nan), y)
             errors[name] = err
             drift = model.score(err, aux)  # test ...
             model.learner.learn_one(x, y)  # ... then train
-            if (drift and model.n >= MIN_SCORED_BEFORE_RESET
+            if (drift and model.n >= MIN_SCORED_BEFORE_RESET and spec.drift_resets
                     and name not in self.protected[agent_id]):
                 self._reset(agent_id, name)
         seq = self.seq[agent_id] = self.seq.get(agent_id, 0) + 1
@@ -445,7 +494,8 @@ class ShadowProjection:
         for a, (kind, mode, champ, chals) in raw["specs"].items():
             base = given.get(a)
             specs[a] = AgentSpec(a, kind, mode, champ, tuple(chals),
-                                 base.factories if base else None)
+                                 base.factories if base else None,
+                                 drift_resets=eval_spec(a) is None)
         sp = cls(specs, max_pending=max_pending, window=window, evaluate_every=every,
                  on_scored=on_scored)
         for a, ms in raw["models"].items():

@@ -1,23 +1,21 @@
-"""The Faust app: topics, projections and the agents that connect them.
+"""The Faust app: topics, projections and the agent that connects them.
 
 Read top to bottom, this module is the data flow of DESIGN.md:
 
-    agent / frames / decisions topics ──▶ features agent ──▶ Redis (online features,
-                                              │                 short-term memory)
-                                              └──▶ dead-letter topic (bad input)
-    agent / decisions / control topics ──▶ learning agent ──▶ learning topic (shadow
-                                              │                 predictions, metrics)
-                                              ├──▶ control topic (promotion events)
-                                              ├──▶ Redis (live policy + model snapshots)
-                                              └──▶ MLflow (models entering canary)
-    every topic ─────────────────────────▶ archive agent ──▶ PostgreSQL events table
-                                                                (hot 90 d, then cold files)
+    agent / frames / decisions / learning / control topics
+        └──▶ process agent ──▶ features  ──▶ Redis (online features, short-term memory)
+                          ├──▶ learning  ──▶ learning topic (shadow predictions, metrics)
+                          │                  control topic (promotion events)
+                          │                  Redis (live policy + model snapshots), MLflow
+                          ├──▶ archive   ──▶ PostgreSQL events table (hot 90 d, then cold)
+                          └──▶ dead-letter topic (bad input, with the reason)
 
 Run it with ``faust -A streams.app worker`` or ``selflearn worker``; scale out
 by starting more workers (up to one per partition). Faust tables are not used
-for the features: on a broker without transactions their changelog recovery
-is not exact (BROKER.md), so the state lives in Redis with the applied
-offsets beside it (see ``streams.store``).
+for state: on a broker without transactions their changelog recovery is not
+exact (BROKER.md). Each projection keeps its state with its own watermarks
+(Redis for features, PostgreSQL for the archive and learning checkpoints), and
+a batch is acknowledged only once the learning checkpoint covers it.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,12 +36,11 @@ from projections.archive_cold import ColdStore
 from projections.checkpoints import CheckpointStore
 from projections.learning import LearningRuntime
 from projections.policy_store import PolicyStore
-from projections.promotion import Transition
 from projections.registry import ModelRegistry
-from schemas import CATALOG, EventValidationError, decode, encode
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from streams.memory import ShortTermMemory
-from streams.processing import FeatureProjection, Raw, split
+from streams.pipeline import Publish, WorkerPipeline
+from streams.processing import FeatureProjection, Raw
 from streams.store import OnlineFeatureStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +49,7 @@ settings = Settings()
 addresses = resolve(settings)
 PREFIX = settings.topic_prefix
 BATCH = int(os.environ.get("SELFLEARN_WORKER_BATCH", "2000"))
+CHECKPOINT_S = float(os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0"))
 
 # -- the app, tuned for the embedded broker (BROKER.md): fast (re)joins --------
 app = faust.App(
@@ -72,127 +69,99 @@ app = faust.App(
 )
 
 # -- topics -------------------------------------------------------------------
-feature_sources = app.topic(
-    topic_name(PREFIX, "agent"), topic_name(PREFIX, "frames"), topic_name(PREFIX, "decisions"),
-    value_serializer="raw",
-)
-learning_sources = app.topic(
-    topic_name(PREFIX, "agent"), topic_name(PREFIX, "decisions"), topic_name(PREFIX, "control"),
-    value_serializer="raw",
-)
-archive_sources = app.topic(*(topic_name(PREFIX, s) for s in STREAMS), value_serializer="raw")
+sources = app.topic(*(topic_name(PREFIX, s) for s in STREAMS), value_serializer="raw")
 dead_letters = app.topic(topic_name(PREFIX, DEAD_LETTER), value_serializer="raw")
-outputs = {stream: app.topic(topic_name(PREFIX, stream), value_serializer="raw")
-           for stream in ("learning", "control")}
+outputs = {s: app.topic(topic_name(PREFIX, s), value_serializer="raw") for s in STREAMS}
 
 # -- projections --------------------------------------------------------------
 _redis = redis.Redis.from_url(addresses.redis_url)
-projection = FeatureProjection(
-    OnlineFeatureStore(_redis, prefix=PREFIX),
-    ShortTermMemory(
-        _redis, prefix=PREFIX,
-        max_entries=int(os.environ.get("SELFLEARN_MEMORY_MAX_ENTRIES", "100000")),
-        ttl_s=int(os.environ.get("SELFLEARN_MEMORY_TTL_S", str(24 * 3600))),
-    ),
-)
-
-
 archive = EventArchive(addresses.database_url,
                        cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
 archive.ensure_schema()
-archive_projection = ArchiveProjection(archive)
-learning_runtime = LearningRuntime(PREFIX, CheckpointStore(addresses.database_url))
-policies = PolicyStore(_redis, prefix=PREFIX)
-registry = ModelRegistry(addresses.mlflow_uri)
-CHECKPOINT_EVERY = int(os.environ.get("SELFLEARN_CHECKPOINT_EVERY", "5000"))
-CHECKPOINT_S = float(os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0"))
+pipeline = WorkerPipeline(
+    PREFIX,
+    features=FeatureProjection(
+        OnlineFeatureStore(_redis, prefix=PREFIX),
+        ShortTermMemory(
+            _redis, prefix=PREFIX,
+            max_entries=int(os.environ.get("SELFLEARN_MEMORY_MAX_ENTRIES", "100000")),
+            ttl_s=int(os.environ.get("SELFLEARN_MEMORY_TTL_S", str(24 * 3600))),
+        ),
+    ),
+    archive=ArchiveProjection(archive),
+    learning=LearningRuntime(PREFIX, CheckpointStore(addresses.database_url)),
+    policies=PolicyStore(_redis, prefix=PREFIX),
+    registry=ModelRegistry(addresses.mlflow_uri),
+)
+
+
+class AckGate:
+    """Holds processed events until a learning checkpoint covers them, then acks them.
+
+    ``take_events`` acknowledges each batch when the loop body ends; one extra
+    reference per message (``incref``) keeps the offset uncommitted until
+    :meth:`release`, so a crash re-delivers everything since the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+        self.lock = asyncio.Lock()
+        self.last = time.monotonic()
+
+    def hold(self, batch: list[Any]) -> None:
+        for event in batch:
+            event.message.incref()
+        self.held.extend(batch)
+
+    async def release(self, stream: Any) -> None:
+        await asyncio.to_thread(pipeline.checkpoint)
+        for event in self.held:
+            await stream.ack(event)
+        self.held.clear()
+        self.last = time.monotonic()
+
+
+gate = AckGate()
+_stream: list[Any] = []  # the agent's stream, for the checkpoint timer
+
+
+async def publish(out: Publish) -> None:
+    """Hand every produced record to the broker and wait until it has them all."""
+    futures = [await dead_letters.send(value=record) for record in out.dead]
+    futures += [await outputs[s].send(key=key, value=value) for s, key, value in out.sends]
+    await asyncio.gather(*futures)
 
 
 # -- agents -------------------------------------------------------------------
-@app.agent(feature_sources)
-async def features(stream: AsyncIterable[bytes]) -> None:
-    """Online features and memory; bad events go to the dead-letter topic.
-
-    A batch is acknowledged only after this body returns, and the projection
-    skips offsets it already applied, so a crash anywhere loses nothing and
-    counts nothing twice.
-    """
-    async for batch in stream.take_events(BATCH, within=0.05):  # type: ignore[attr-defined]
-        raw: list[Raw] = [
-            (e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch
-        ]
-        result = split(raw)
-        # Wait for the broker to take every dead letter before acknowledging.
-        pending = [await dead_letters.send(value=record) for record in result.dead]
-        await asyncio.gather(*pending)
-        projection.apply(result.events)
+@app.agent(sources)
+async def process(stream: Any) -> None:
+    """Every event once through features, learning and archive."""
+    _stream[:] = [stream]
+    async for batch in stream.take_events(BATCH, within=0.05):
+        async with gate.lock:
+            gate.hold(batch)
+            raw: list[Raw] = [
+                (e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch
+            ]
+            # In a thread: Redis / PostgreSQL round trips (and outage retries)
+            # must not freeze the loop that keeps the consumer in its group.
+            await publish(await asyncio.to_thread(pipeline.handle, raw))
+            if time.monotonic() - gate.last >= CHECKPOINT_S:
+                await gate.release(stream)
 
 
-@app.agent(archive_sources)
-async def archiver(stream: Any) -> None:
-    """Every event into PostgreSQL, once (keyed by id); an outage stalls, then catches up."""
-    async for batch in stream.take_events(BATCH, within=0.2):
-        events = []
-        for e in batch:
-            try:
-                events.append((e.message.topic, e.message.partition, e.message.offset,
-                               decode(e.value)))
-            except EventValidationError:
-                continue  # the features agent dead-letters it
-        # In a thread: a PostgreSQL outage must not freeze the other agents' loop.
-        await asyncio.to_thread(archive_projection.apply, events)
+@app.timer(interval=CHECKPOINT_S)
+async def checkpoint() -> None:
+    """Acknowledge a quiet stream's last events too."""
+    if _stream and gate.held:
+        async with gate.lock:
+            await gate.release(_stream[0])
 
 
 @app.timer(interval=3600.0)
 async def retention() -> None:
     """Hourly: days older than the hot window go to cold files, their partitions dropped."""
     await asyncio.to_thread(archive.apply_retention, datetime.now(UTC))
-
-
-@app.agent(learning_sources)
-async def learning(stream: Any) -> None:
-    """Shadow learning and promotion, checkpointed before its input is acknowledged.
-
-    Events are acknowledged by hand, only after a checkpoint that covers them
-    is in PostgreSQL; a crash re-delivers the rest and the projections' own
-    watermarks skip anything the checkpoint already holds.
-    """
-    manual = stream.noack()
-    held: list[Any] = []
-    sends: list[Any] = []
-    last = time.monotonic()
-    async for event in manual.events():
-        held.append(event)
-        msg = event.message
-        try:
-            envelope = decode(event.value)
-        except EventValidationError:
-            envelope = None  # the features agent dead-letters it
-        if envelope is not None:
-            out = learning_runtime.apply(msg.topic, msg.partition, msg.offset, envelope)
-            for key, produced in out.events:
-                stream_name = CATALOG[produced.type].stream
-                sends.append(await outputs[stream_name].send(key=key.encode(),
-                                                             value=encode(produced)))
-            for t in out.policies:
-                publish_policy(t)
-        if len(held) >= CHECKPOINT_EVERY or time.monotonic() - last >= CHECKPOINT_S:
-            await asyncio.gather(*sends)
-            sends.clear()
-            await asyncio.to_thread(learning_runtime.checkpoint)
-            for e in held:
-                await manual.ack(e)
-            held.clear()
-            last = time.monotonic()
-
-
-def publish_policy(t: Transition) -> None:
-    """New live policy to Redis (read models poll it); models entering canary to MLflow."""
-    if policies.publish(t.policy, t.snapshots) and t.event.type.startswith("promotion."):
-        shard = learning_runtime.shards
-        metrics = next((s.shadow.metrics(t.policy.agent_id) for s in shard.values()
-                        if t.policy.agent_id in s.shadow.models), {})
-        registry.on_transition_async(t, metrics, {})
 
 
 def main() -> None:

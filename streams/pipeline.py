@@ -1,0 +1,92 @@
+"""One worker batch through every projection: features, archive, learning.
+
+Each message is decoded once and handed to each projection in turn (the
+broker delivers it once to the worker; three Faust agents would triple the
+per-message cost). Projections are idempotent by their own watermarks, so a
+re-delivered batch changes nothing. Kept free of Faust: tests and replay
+drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from projections.archive import ArchiveProjection
+from projections.learning import LearningRuntime
+from projections.policy_store import PolicyStore
+from projections.promotion import Transition
+from projections.registry import ModelRegistry
+from schemas import CATALOG, encode
+from schemas.deadletter import dead_letter
+from schemas.errors import ReasonCode
+from streams.processing import FeatureProjection, Raw, split
+from streams.store import Sourced
+
+log = logging.getLogger(__name__)
+
+LEARNING_STREAMS = ("agent", "decisions", "control")
+
+
+@dataclass
+class Publish:
+    """Records the worker must hand to the broker before acknowledging the batch."""
+
+    dead: list[bytes] = field(default_factory=list)
+    sends: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (stream, key, value)
+
+
+class WorkerPipeline:
+    """Applies a batch to every projection and says what to publish."""
+
+    def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
+                 learning: LearningRuntime, policies: PolicyStore,
+                 registry: ModelRegistry | None = None) -> None:
+        self.features = features
+        self.archive = archive
+        self.learning = learning
+        self.policies = policies
+        self.registry = registry
+        self._learning_topics = {f"{prefix}.{s}" for s in LEARNING_STREAMS}
+
+    def handle(self, batch: Sequence[Raw]) -> Publish:
+        """Decode once, then features → learning → archive; bad input becomes dead letters."""
+        result = split(batch)
+        out = Publish(dead=result.dead)
+        self.features.apply(result.events)
+        for sourced in result.events:
+            if sourced[0] in self._learning_topics:
+                self._learn(sourced, out)
+        self.archive.apply(result.events)
+        return out
+
+    def _learn(self, sourced: Sourced, out: Publish) -> None:
+        topic, partition, offset, event = sourced
+        try:
+            produced = self.learning.apply(topic, partition, offset, event)
+        except Exception as exc:  # a model bug must not stop the worker; keep the event
+            log.exception("learning failed on %s@%s:%d", topic, partition, offset)
+            out.dead.append(dead_letter(
+                encode(event), reason=ReasonCode.PROCESSING_FAILED.value, error=repr(exc),
+                source="worker", topic=topic, partition=partition, offset=offset,
+            ))
+            return
+        for key, ev in produced.events:
+            out.sends.append((CATALOG[ev.type].stream, key.encode(), encode(ev)))
+        for t in produced.policies:
+            self._publish(t)
+
+    def _publish(self, t: Transition) -> None:
+        """New live policy to Redis (read models poll it); models entering canary to MLflow."""
+        if not self.policies.publish(t.policy, t.snapshots):
+            return  # not newer: a replay of a transition already published
+        if self.registry is not None and t.event.type.startswith("promotion."):
+            metrics = next((s.shadow.metrics(t.policy.agent_id)
+                            for s in self.learning.shards.values()
+                            if t.policy.agent_id in s.shadow.models), {})
+            self.registry.on_transition_async(t, metrics, {})
+
+    def checkpoint(self) -> None:
+        """Save learning state; after this the batches it covers may be acknowledged."""
+        self.learning.checkpoint()
