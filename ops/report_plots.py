@@ -18,7 +18,7 @@ import base64
 import io
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import matplotlib
@@ -65,7 +65,9 @@ def _figure(height: float = 3.0) -> tuple[Figure, Any]:
     return fig, ax
 
 
-def _time_axis(ax: Any) -> None:
+def _time_axis(ax: Any, times: Sequence[datetime]) -> None:
+    if times and max(times) - min(times) < timedelta(minutes=1):  # too short for date ticks
+        ax.set_xlim(min(times) - timedelta(minutes=1), max(times) + timedelta(minutes=1))
     locator = mdates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -98,10 +100,12 @@ def line_chart(series: Mapping[str, Series], *, ylabel: str, styles:
                hline_label: str = "", logy: bool = False) -> str:
     """One line per named series over event time; ``styles`` overrides line options."""
     fig, ax = _figure()
+    times: list[datetime] = []
     for i, (name, pts) in enumerate(series.items()):
         pts = thin(pts)
         if not pts:
             continue
+        times += (pts[0][0], pts[-1][0])
         style: dict[str, Any] = {"color": PALETTE[i % len(PALETTE)], "linewidth": 1.6}
         style.update((styles or {}).get(name, {}))
         xs, ys = zip(*pts, strict=True)
@@ -112,7 +116,7 @@ def line_chart(series: Mapping[str, Series], *, ylabel: str, styles:
     if logy:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
-    _time_axis(ax)
+    _time_axis(ax, times)
     ax.legend(loc="best", fontsize=8, frameon=False)
     return to_uri(fig)
 
@@ -144,7 +148,7 @@ def canary_chart(points: Sequence[tuple[datetime, int, str]], until: datetime) -
     ax.set_ylim(-0.3, len(STEPS) - 0.6)
     ax.set_yticks(range(len(STEPS)), [f"{s} %" for s in STEPS])
     ax.set_ylabel("traffic on challenger")
-    _time_axis(ax)
+    _time_axis(ax, xs)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=8, frameon=False)

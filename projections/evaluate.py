@@ -183,9 +183,20 @@ def evaluate_changes(data_dir: str | Path, learners: Iterable[str] | None = None
 
     Also reports ``macro_recall_at_20`` (an extra key).
     """
+    return change_summary({project: change_scores(data_dir, project, learners)
+                           for project in change_projects(data_dir)})
+
+
+def change_summary(
+    replayed: dict[str, tuple[list[int], dict[str, list[float]]]],
+) -> dict[str, Any]:
+    """Recall at 20 %, AUC and ``best`` from each project's labels and scores.
+
+    ``replayed`` maps a project to :func:`change_scores`' ``(labels, scores)``;
+    ``ops.pipeline_eval`` feeds it the scores measured through the pipeline.
+    """
     projects: dict[str, Any] = {}
-    for project in change_projects(data_dir):
-        labels, scores = change_scores(data_dir, project, learners)
+    for project, (labels, scores) in replayed.items():
         projects[project] = {
             "n": len(labels),
             "recall_at_20": {k: recall_at(s, labels) for k, s in scores.items()},

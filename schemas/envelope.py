@@ -27,11 +27,15 @@ ENVELOPE_FIELDS = (
     "event_id", "type", "schema_version", "occurred_at", "producer",
     "subject_id", "correlation_id", "causation_id", "payload",
 )
+_ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
 _REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "producer", "payload")
 
 
 def freeze(value: Any) -> Any:
     """Deep read-only copy: mappings become MappingProxyType, lists become tuples."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value  # the common case, without the slow ABC check below
     if isinstance(value, Mapping):
         return MappingProxyType({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
@@ -86,7 +90,7 @@ class Envelope:
 
 def validate_payload(spec: EventSpec, payload: Any) -> None:
     """Raise :class:`EventValidationError` unless ``payload`` matches ``spec`` exactly."""
-    if not isinstance(payload, Mapping):
+    if not isinstance(payload, dict | Mapping):
         raise EventValidationError(ReasonCode.BAD_FIELD, f"{spec.type}: payload must be an object")
     for name in payload:
         if name not in spec.fields:
@@ -221,8 +225,8 @@ def from_dict(raw: Any) -> Envelope:
     producer = raw["producer"]
     if not isinstance(producer, str) or not producer:
         raise EventValidationError(ReasonCode.BAD_FIELD, "producer must be a non-empty string")
-    unknown = sorted(k for k in raw if k not in ENVELOPE_FIELDS)
-    if unknown:
+    if not _ENVELOPE_SET.issuperset(raw):
+        unknown = sorted(k for k in raw if k not in _ENVELOPE_SET)
         raise EventValidationError(
             ReasonCode.UNKNOWN_FIELD, f"envelope field(s) {', '.join(unknown)} are not known"
         )

@@ -201,6 +201,60 @@ def test_served_page_is_regenerated() -> None:
     assert "<title>n1</title>" in first and "<title>n1</title>" not in later
 
 
+def test_gather_reads_archive_redis_and_dead_letters_from_real_servers(
+        stack: Any, settings: Any) -> None:
+    import asyncio
+    import uuid
+
+    import redis
+    from aiokafka import AIOKafkaProducer
+
+    from agents.producer import ensure_topics
+    from ops.report import gather
+    from projections.archive import EventArchive
+    from projections.policy_store import PolicyStore
+    from schemas.deadletter import dead_letter
+
+    agent, reason = f"rep-{uuid.uuid4().hex[:8]}", f"reason-{uuid.uuid4().hex[:8]}"
+    evs = [_decision(agent, "task_estimate", "champion", 10.0 * i, i) for i in range(10)]
+    evs.append(new_event("promotion.step_changed", {
+        "agent_id": agent, "kind": "task_estimate", "from_step": 0, "to_step": 5,
+        "champion": "running_median:v1", "challenger": "linear:v2", "reason": "better"},
+        producer=agent, occurred_at=_at(20)))
+    archive = EventArchive(stack.database_url)
+    archive.ensure_schema()
+    archive.write([("t", 0, i, ev) for i, ev in enumerate(evs)])
+    archive.close()
+    client = redis.Redis.from_url(stack.redis_url)
+    PolicyStore(client, settings.topic_prefix).publish(LivePolicy(
+        agent, "task_estimate", "live", ModelRef("running_median", 1), ModelRef("linear", 2),
+        5, 1), {})
+    client.close()
+    dlq = f"{settings.topic_prefix}.dlq"
+
+    async def send() -> None:
+        await ensure_topics(stack.kafka_bootstrap, [dlq], 1)
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for _ in range(3):
+                await producer.send_and_wait(dlq, dead_letter(b"{", reason=reason,
+                                                              error="bad", source="test"))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    events, policies, dead, notes = gather(stack.kafka_bootstrap, stack.database_url,
+                                           stack.redis_url, settings.topic_prefix,
+                                           since=T0 - timedelta(minutes=1))
+    assert notes == []
+    mine = [e for e in events if e.producer == agent]
+    assert sorted(e.event_id for e in mine) == sorted(e.event_id for e in evs)
+    assert policies[agent].canary_percent == 5 and dead[reason] == 3
+    page = build_report(events, policies, dead)
+    assert f'id="agent-{agent}"' in page and "0 % → 5 %" in page
+
+
 # --- the page in a real browser ----------------------------------------------------------
 
 
