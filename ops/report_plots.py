@@ -216,7 +216,7 @@ def agent_section(a: AgentData, pol: LivePolicy | None, until: datetime) -> str:
                     else "canary" if model == canary else "shadow")
             label = f"{model} ({role})"
             named[label] = pts
-            styles[label] = {"linewidth": 2.6} if role == "live" else (
+            styles[label] = {"linewidth": 2.6} if model == champ else (
                 {"linewidth": 2.0} if role == "canary" else {"linestyle": "--"})
         out.append(f"<h3>Live vs shadow: {esc(a.metric_name)} per model</h3>")
         out.append(img(line_chart(named, ylabel=a.metric_name, styles=styles),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import random
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -319,4 +318,3 @@ def test_dashboard_renders_in_headless_chromium(driver: Any) -> None:
         out.parent.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
-    shutil.copyfile(out, ROOT / "docs" / "dashboard.png")
