@@ -100,11 +100,11 @@ class AgentClient:
                                          prefix=topic_prefix)
 
     @classmethod
-    def from_settings(cls, agent_id: str, **kwargs: Any) -> AgentClient:
+    def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
         from ops.config import Settings, resolve
 
-        settings = Settings()
+        settings = settings or Settings()
         addresses = resolve(settings)
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
         kwargs.setdefault("redis_url", addresses.redis_url)

@@ -105,3 +105,58 @@ def evaluate(
     from ops.report_tables import print_evaluation
 
     print_evaluation(what, result)
+
+
+@app.command()
+def vision(
+    source: Annotated[str, typer.Option("--source", help="Video file or camera index.")] = "",
+    fps: Annotated[float, typer.Option("--fps", help="Target frames/s (0: unpaced).")] = 30.0,
+    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Replay a file forever.")] = False,
+    duration: Annotated[float, typer.Option("--duration", help="Stop after N s (0: never).")]
+    = 0.0,
+    camera_id: Annotated[str, typer.Option("--camera-id")] = "camera-1",
+    data_dir: DataDir = None,
+) -> None:
+    """Run the vision agent: detect and blur faces, emit frame.processed events (no pixels)."""
+    from agents.client import AgentClient
+    from agents.vision import run_vision
+    from ops.config import StackNotRunning
+    from ops.data import data_path
+
+    settings = load_settings(data_dir)
+    src: str | int = source or str(data_path("video/Megamind.avi"))
+    if isinstance(src, str) and src.isdigit():
+        src = int(src)
+    try:
+        client = AgentClient.from_settings(camera_id, settings)
+    except StackNotRunning as exc:
+        fail(str(exc))
+    max_frames = int(duration * fps) if duration and fps else None
+    try:
+        stats = run_vision(src, client.emit, target_fps=fps, loop=loop, max_frames=max_frames,
+                           camera_id=camera_id)
+    finally:
+        client.close(timeout=5)
+    typer.echo(json.dumps({"frames": stats.frames, "dropped": stats.dropped, "fps": stats.fps,
+                           "p99_frame_ms": stats.percentile_ms(99), "faces": stats.faces}))
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option("--duration", help="Seconds of agent traffic.")]
+    = 120.0,
+    speed: Annotated[float, typer.Option("--speed", help="Multiplier on the agents' rates.")]
+    = 1.0,
+    keep_running: Annotated[bool, typer.Option("--keep-running",
+                                               help="Leave worker and servers running.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The main job: embedded stack, worker, eight agents on real data, shadow → canary."""
+    from ops.demo import run_demo
+    from ops.stack import StackError
+
+    try:
+        run_demo(load_settings(data_dir), duration=duration, speed=speed,
+                 keep_running=keep_running)
+    except (StackError, TimeoutError) as exc:
+        fail(str(exc))

@@ -60,11 +60,6 @@ class LearningShard:
     def apply(self, topic: str, partition: int, offset: int, event: Envelope) -> Output:
         """Apply one event (exactly once, by offset and id) and collect what to publish."""
         out = Output()
-        if event.type == "decision.requested" and event.producer not in self.booted:
-            # First sight of an agent in this process: make sure its policy is live.
-            self.booted.add(event.producer)
-            pol, snaps = self.promotion.bootstrap(event.producer)
-            out.policies.append(Transition(event, pol, snaps))
         if event.type == "operator.command":
             if self.promotion.marks.fresh(event, topic, partition, offset):
                 self._command(event, out)
@@ -72,6 +67,15 @@ class LearningShard:
         for produced in self.shadow.apply(event, topic=topic, partition=partition,
                                           offset=offset):
             out.events.append((event.producer, produced))
+        agent = event.producer
+        if event.type == "decision.requested" and agent not in self.booted \
+                and agent in self.shadow.specs:
+            # First sight of an agent in this process: promotion follows the shadow's
+            # spec for it (kind, mode, models), and its current policy goes live.
+            self.booted.add(agent)
+            self.promotion.specs.setdefault(agent, self.shadow.specs[agent])
+            pol, snaps = self.promotion.bootstrap(agent)
+            out.policies.append(Transition(event, pol, snaps))
         for scored in self._scored:
             self._publish(self.promotion.observe(scored), out)
         self._scored.clear()

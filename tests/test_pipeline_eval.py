@@ -90,3 +90,23 @@ def test_requests_carry_exactly_the_offline_features(tmp_path: Path) -> None:
     assert actual["mule"] == [r.storypoint for r in rows]
     assert [t for t, _ in islice(replays["mule"].events, 4)] == [
         "decision.requested", "task.completed"] * 2
+
+
+@pytest.mark.timeout(240)
+def test_changes_through_the_pipeline_equal_the_offline_evaluation(
+    settings: Settings, stack: Addresses, tmp_path: Path
+) -> None:
+    """IVY in full: 2 880 changes, late labels and correcting labels included."""
+    import shutil
+
+    from projections.evaluate import evaluate_changes
+
+    folder = tmp_path / "changes"
+    folder.mkdir()
+    for path in data_path("changes").glob("IVY_*"):
+        shutil.copy(path, folder / path.name)
+    offline = evaluate_changes(folder)
+
+    piped = evaluate_through_pipeline("changes", folder, settings, stack)
+
+    assert json.dumps(piped) == json.dumps(offline)

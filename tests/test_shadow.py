@@ -77,11 +77,18 @@ def test_pending_predictions_are_bounded_and_drops_are_counted() -> None:
 def test_event_ids_are_ordered_per_producer_and_stream_not_across_streams() -> None:
     sp = ShadowProjection()
     req = _req("task-estimator", "r1", "t1", project="p", title="x")
-    later_outcome = new_event("task.completed", {"task_id": "zzz", "project": "p",
-                                                 "actual_points": 1.0}, producer="task-estimator")
-    assert sp.apply(later_outcome) == []  # unmatched, but applied on the "agent" stream
-    assert len(sp.apply(req)) == 4  # an older id on the "decisions" stream still applies
-    assert sp.apply(req, topic="other", partition=3, offset=99) == []  # re-sent: same id
+    later_request = _req("task-estimator", "r2", "t2", project="p", title="y")
+    rollback = new_event("promotion.rolled_back", {
+        "agent_id": "task-estimator", "kind": "task_estimate", "from_step": 5,
+        "champion": "running_median:v1", "challenger": "knn_median:v1", "reason": "test"},
+        producer="promotion")
+    assert len(sp.apply(later_request)) == 4
+    assert sp.apply(req) == []  # an older id on the same ("agent") stream: already past it
+    sp2 = ShadowProjection()
+    sp2.apply(later_request)
+    assert sp2.apply(rollback) == []  # the "control" stream has its own order ...
+    assert sp2.marks.state() != ShadowProjection().marks.state()  # ... and was applied
+    assert sp2.apply(later_request, topic="other", partition=3, offset=99) == []  # re-sent
 
 
 def test_review_risk_reports_log_loss_and_brier_on_real_changes() -> None:

@@ -1,0 +1,210 @@
+"""``selflearn demo``: the whole loop on the embedded stack, with real data.
+
+Starts the stack (only what is not running or configured), a Faust worker
+(features, shadow learning, promotion, archive) and the vision agent, then
+runs seven agents that replay real issues and code changes through the SDK
+while the worker learns in the shadow and the promotion projection moves the
+live agents through the canary ramp. At the end: a summary table, an HTML
+report, and everything it started is stopped (``--keep-running`` leaves it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agents.client import AgentClient
+from ops.config import Addresses, Settings
+from ops.data import data_path
+from ops.demo_agents import RUNNERS, AgentPlan, plans
+from ops.demo_agents import Progress as AgentProgress
+from ops.processes import Spawned, stop
+from ops.worker import start_worker, wait_ready, worker_env
+from projections.policy_store import PolicyStore
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for the summary and for tests."""
+
+    agents: dict[str, AgentProgress]
+    policies: dict[str, Any]
+    vision: dict[str, Any]
+    report: Path | None
+    elapsed_s: float
+
+
+def _start_vision(settings: Settings, addresses: Addresses, duration: float) -> subprocess.Popen:
+    env = worker_env(settings, addresses)
+    argv = [sys.executable, "-m", "ops.cli", "vision", "--source",
+            str(data_path("video/Megamind.avi")), "--loop", "--fps", "30",
+            "--duration", f"{duration:.0f}", "--camera-id", "camera-1"]
+    import os
+
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
+             keep_running: bool = False, console: Console | None = None) -> DemoResult:
+    """Run the demo for ``duration`` seconds of agent traffic; returns what happened."""
+    from ops.stack import down, up
+
+    console = console or Console()
+    started = time.monotonic()
+    console.print(f"[bold]selflearn demo[/] — data folder {settings.data_dir}")
+    addresses = up(settings)
+    worker: Spawned | None = None
+    vision: subprocess.Popen | None = None
+    clients: list[AgentClient] = []
+    try:
+        log = Path(settings.data_dir) / "logs" / "worker.log"
+        offset = log.stat().st_size if log.exists() else 0
+        worker = start_worker(settings, addresses, log)
+        with console.status("starting the Faust worker (joins its consumer group) ..."):
+            wait_ready(log, after=offset)
+        vision = _start_vision(settings, addresses, duration)
+        result_agents = _run_agents(settings, addresses, duration, speed, clients, console)
+        vision_stats = _finish_vision(vision)
+        vision = None
+        with console.status("letting the worker finish learning from the last events ..."):
+            time.sleep(3 * float(_checkpoint_s()))
+        policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
+                               settings.topic_prefix).all_policies()
+        report = _write_report(settings, addresses, console)
+        result = DemoResult(result_agents, {a: p for a, p in policies.items()}, vision_stats,
+                            report, time.monotonic() - started)
+        summarize(result, console)
+        return result
+    finally:
+        for c in clients:
+            c.close(timeout=5)
+        if vision is not None:
+            vision.kill()
+        if not keep_running:
+            if worker is not None:
+                stop(worker.pid, worker.create_time, timeout=15)
+            stopped = down(settings)
+            console.print(f"stopped: {', '.join(stopped) or 'nothing (servers were configured)'}")
+        else:
+            console.print("[yellow]--keep-running:[/] worker and servers left running; "
+                          "`selflearn down` stops the servers")
+
+
+def _checkpoint_s() -> str:
+    import os
+
+    return os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0")
+
+
+def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed: float,
+                clients: list[AgentClient], console: Console) -> dict[str, AgentProgress]:
+    stop_flag = threading.Event()
+    progress: dict[str, AgentProgress] = {}
+    threads = []
+    for plan in plans(speed):
+        client = AgentClient(plan.agent_id, bootstrap=addresses.kafka_bootstrap,
+                             topic_prefix=settings.topic_prefix, decision_kind=plan.kind,
+                             redis_url=addresses.redis_url, partitions=settings.partitions,
+                             outbox_path=Path(settings.data_dir) / "outbox" / f"{plan.agent_id}.db")
+        clients.append(client)
+        progress[plan.agent_id] = AgentProgress()
+        t = threading.Thread(target=_guarded, args=(RUNNERS[plan.kind], client, plan,
+                                                    progress[plan.agent_id], stop_flag),
+                             name=plan.agent_id, daemon=True)
+        threads.append(t)
+    for t in threads:
+        t.start()
+    columns = (TextColumn("{task.description:<22}"), BarColumn(),
+               TextColumn("{task.completed:>6.0f} decisions"), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as bars:
+        clock = bars.add_task("demo time", total=duration, info="")
+        ids = {a: bars.add_task(a, total=None, info="") for a in progress}
+        end = time.monotonic() + duration
+        while time.monotonic() < end and any(t.is_alive() for t in threads):
+            for agent, task in ids.items():
+                p = progress[agent]
+                policy = clients[list(ids).index(agent)].engine.policy  # type: ignore[union-attr]
+                info = (f"canary {policy.canary_percent:>3}% champion {policy.champion.name}"
+                        if policy else "baseline")
+                bars.update(task, completed=p.decisions, info=info)
+            bars.update(clock, completed=duration - max(0.0, end - time.monotonic()))
+            time.sleep(0.25)
+    stop_flag.set()
+    for t in threads:
+        t.join(timeout=10)
+    for c in clients:
+        c.flush(timeout=30)
+    return progress
+
+
+def _guarded(runner: Any, client: AgentClient, plan: AgentPlan, progress: AgentProgress,
+             stop_flag: threading.Event) -> None:
+    try:
+        runner(client, plan, progress, stop_flag)
+    except Exception:  # an agent crashing must not take the demo down silently
+        import logging
+
+        logging.getLogger(__name__).exception("agent %s failed", plan.agent_id)
+
+
+def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _write_report(settings: Settings, addresses: Addresses, console: Console) -> Path | None:
+    from ops.report import build_report, gather, write_report
+
+    try:
+        events, policies, dead, notes = gather(
+            addresses.kafka_bootstrap, addresses.database_url, addresses.redis_url,
+            settings.topic_prefix,
+            cold_uri=(Path(settings.data_dir) / "cold").resolve().as_uri())
+        path = Path(settings.data_dir) / "report.html"
+        write_report(path, build_report(events, policies, dead, title="selflearn demo",
+                                        notes=notes))
+        return path
+    except Exception as exc:  # the report is a by-product; the demo's result stands
+        console.print(f"[yellow]report not written: {exc}[/]")
+        return None
+
+
+def summarize(result: DemoResult, console: Console) -> None:
+    """The per-agent learning results, as a table."""
+    table = Table(title=f"selflearn demo — {result.elapsed_s:.0f} s")
+    for col in ("agent", "decisions", "outcomes", "served by", "live policy", "MAE of answers"):
+        table.add_column(col)
+    for agent, p in result.agents.items():
+        pol = result.policies.get(agent)
+        live = (f"{pol.mode}, canary {pol.canary_percent}%, champion {pol.champion.name}"
+                f" v{pol.champion.version}" + (f", challenger {pol.challenger.name}"
+                                               if pol.challenger else "")) if pol else "-"
+        served = ", ".join(f"{k} {v}" for k, v in sorted(p.policies.items()))
+        mae = f"{p.abs_error / p.outcomes:.2f}" if p.outcomes and p.abs_error else "-"
+        table.add_row(agent, str(p.decisions), str(p.outcomes), served, live, mae)
+    v = result.vision
+    if v:
+        table.add_row("camera-1 (vision)", f"{v.get('frames', 0)} frames", "-",
+                      f"{v.get('fps', 0):.1f} fps, {v.get('dropped', 0)} dropped",
+                      f"p99 frame {v.get('p99_frame_ms', 0):.1f} ms", "-")
+    console.print(table)
+    if result.report:
+        console.print(f"HTML report: {result.report}")
