@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -73,6 +74,7 @@ class AgentClient:
         scrub: Scrubber | None = scrub_payload,
         decision_kind: str | None = None,
         redis_url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -90,7 +92,7 @@ class AgentClient:
             all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
             self._producer = BackgroundProducer(
                 bootstrap, self._outbox, topics=all_topics, partitions=partitions,
-                queue_size=queue_size,
+                queue_size=queue_size, ssl_context=ssl_context,
             )
         self.rejected = 0
         self._order = threading.Lock()
@@ -108,6 +110,7 @@ class AgentClient:
         addresses = resolve(settings)
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
         kwargs.setdefault("redis_url", addresses.redis_url)
+        kwargs.setdefault("ssl_context", settings.kafka_ssl_context())
         kwargs.setdefault("partitions", settings.partitions)
         kwargs.setdefault(
             "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"

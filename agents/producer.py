@@ -22,12 +22,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -55,9 +57,15 @@ class ProducerStats:
     connected: bool = False
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+def _tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    return {"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context else {}
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
+                        ssl_context: ssl.SSLContext | None = None) -> None:
     """Create missing topics (``partitions`` each); existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
+                                **_tls(ssl_context))
     await admin.start()
     try:
         new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
@@ -82,8 +90,10 @@ class BackgroundProducer:
         request_timeout_ms: int = 5_000,
         resend_window_s: float = 30.0,
         resend_max: int = 100_000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self._ssl = ssl_context
         self.stats = ProducerStats()
         self._outbox = outbox
         self._topics = tuple(topics)
@@ -151,13 +161,13 @@ class BackgroundProducer:
     async def _connect(self) -> AIOKafkaProducer | None:
         try:
             if self._topics:
-                await ensure_topics(self.bootstrap, self._topics, self._partitions)
+                await ensure_topics(self.bootstrap, self._topics, self._partitions, self._ssl)
             tries = [True, False] if self._idempotence is None else [self._idempotence]
             for idempotent in tries:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
                     enable_idempotence=idempotent, request_timeout_ms=self._timeout_ms,
-                    max_batch_size=256 * 1024,
+                    max_batch_size=256 * 1024, **_tls(self._ssl),
                 )
                 try:
                     await producer.start()

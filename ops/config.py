@@ -12,6 +12,7 @@ addresses that ``selflearn up`` wrote to ``<data_dir>/stack.json``.
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
         Folder of the embedded stack: data, logs and ``stack.json``.
     kafka_bootstrap, database_url, redis_url, mlflow_uri
         Addresses of external servers. ``None`` means the embedded stack.
+    kafka_security_protocol, kafka_ssl_cafile, kafka_ssl_certfile, kafka_ssl_keyfile
+        ``SSL`` plus PEM files for a TLS 1.3 Kafka (production compose).
     topic_prefix
         Prefix of every topic name, so two runs can share one broker.
     partitions
@@ -53,6 +56,20 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = None
     topic_prefix: str = "selflearn"
     partitions: int = Field(default=8, ge=1)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for Kafka clients when ``kafka_security_protocol`` is SSL (production)."""
+        if self.kafka_security_protocol.upper() != "SSL":
+            return None
+        ctx = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if self.kafka_ssl_certfile:
+            ctx.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        return ctx
 
     @property
     def stack_file(self) -> Path:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ import faust
 import redis
 
 from ops.config import Settings, resolve
+from ops.metrics import observe_batch, set_consumer_lag, start_metrics_server
 from projections.archive import ArchiveProjection, EventArchive
 from projections.archive_cold import ColdStore
 from projections.checkpoints import CheckpointStore
@@ -66,6 +68,7 @@ app = faust.App(
     stream_buffer_maxsize=BATCH * 4,
     web_enabled=False,
     datadir=str(settings.data_dir / "faust"),
+    broker_credentials=settings.kafka_ssl_context(),
 )
 
 # -- topics -------------------------------------------------------------------
@@ -143,6 +146,8 @@ async def process(stream: Any) -> None:
             raw: list[Raw] = [
                 (e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch
             ]
+            for topic, n in Counter(r[0] for r in raw).items():
+                observe_batch(topic, n)
             # In a thread: Redis / PostgreSQL round trips (and outage retries)
             # must not freeze the loop that keeps the consumer in its group.
             await publish(await asyncio.to_thread(pipeline.handle, raw))
@@ -156,6 +161,23 @@ async def checkpoint() -> None:
     if _stream and gate.held:
         async with gate.lock:
             await gate.release(_stream[0])
+
+
+@app.task
+async def metrics_endpoint() -> None:
+    """Prometheus metrics on SELFLEARN_METRICS_PORT (0 or unset: a free port, logged)."""
+    log.info("metrics on :%d/metrics", start_metrics_server())
+
+
+@app.timer(interval=15.0)
+async def consumer_lag() -> None:
+    """Lag per partition this worker owns (high watermark minus position)."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        position = await consumer.position(tp)
+        high = consumer.highwater(tp)
+        if position is not None and high is not None:
+            set_consumer_lag(tp.topic, tp.partition, high - position)
 
 
 @app.timer(interval=3600.0)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ops.metrics import observe_dead_letter, observe_learner, observe_transition
 from projections.archive import ArchiveProjection
 from projections.learning import LearningRuntime
 from projections.policy_store import PolicyStore
@@ -67,6 +68,7 @@ class WorkerPipeline:
             produced = self.learning.apply(topic, partition, offset, event)
         except Exception as exc:  # a model bug must not stop the worker; keep the event
             log.exception("learning failed on %s@%s:%d", topic, partition, offset)
+            observe_dead_letter(ReasonCode.PROCESSING_FAILED.value)
             out.dead.append(dead_letter(
                 encode(event), reason=ReasonCode.PROCESSING_FAILED.value, error=repr(exc),
                 source="worker", topic=topic, partition=partition, offset=offset,
@@ -81,6 +83,7 @@ class WorkerPipeline:
         """New live policy to Redis (read models poll it); models entering canary to MLflow."""
         if not self.policies.publish(t.policy, t.snapshots):
             return  # not newer: a replay of a transition already published
+        observe_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
         if self.registry is not None and t.event.type.startswith("promotion."):
             metrics = next((s.shadow.metrics(t.policy.agent_id)
                             for s in self.learning.shards.values()
@@ -90,3 +93,7 @@ class WorkerPipeline:
     def checkpoint(self) -> None:
         """Save learning state; after this the batches it covers may be acknowledged."""
         self.learning.checkpoint()
+        for shard in self.learning.shards.values():
+            for agent in shard.shadow.models:
+                for model, metrics in shard.shadow.metrics(agent).items():
+                    observe_learner(agent, model, metrics)

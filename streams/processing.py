@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from ops.metrics import observe_dead_letter
 from schemas import CATALOG, EventValidationError, decode
 from schemas.deadletter import dead_letter
 from schemas.envelope import thaw
@@ -40,6 +41,7 @@ def split(batch: Sequence[Raw]) -> BatchResult:
         try:
             out.events.append((topic, partition, offset, decode(value)))
         except EventValidationError as exc:
+            observe_dead_letter(exc.reason.value)
             out.dead.append(dead_letter(
                 value, reason=exc.reason.value, error=exc.message, source="worker",
                 topic=topic, partition=partition, offset=offset,
