@@ -152,6 +152,10 @@ class AgentClient:
         if self.engine is None:
             raise RuntimeError(f"{self.agent_id}: created without decision_kind; cannot decide")
         rid = request_id or str(uuid7())
+        if self._scrub is not None:
+            # The engine sees exactly what the logged request carries (PII removed),
+            # so an auditor can recompute the decision from the event alone.
+            context = self._scrub("decision.requested", context)
         decision = self.engine.decide(context, request_id=rid)
         requested = self.emit("decision.requested",
                               {"request_id": rid, "kind": decision.kind, "context": context},
