@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,21 @@ class ProducerStats:
     send_failures: int = 0
     idempotent: bool = False
     connected: bool = False
+
+
+# What each broker answered to InitProducerId, so only the first producer asks.
+_IDEMPOTENT_BROKERS: dict[str, bool] = {}
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def _tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -162,7 +177,10 @@ class BackgroundProducer:
         try:
             if self._topics:
                 await ensure_topics(self.bootstrap, self._topics, self._partitions, self._ssl)
-            tries = [True, False] if self._idempotence is None else [self._idempotence]
+            known = self._idempotence
+            if known is None:
+                known = _IDEMPOTENT_BROKERS.get(self.bootstrap)
+            tries = [True, False] if known is None else [known]
             for idempotent in tries:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
@@ -170,13 +188,18 @@ class BackgroundProducer:
                     max_batch_size=256 * 1024, **_tls(self._ssl),
                 )
                 try:
-                    await producer.start()
+                    # aiokafka logs a refused InitProducerId as an error; here it is an
+                    # expected answer of brokers without idempotence (Tansu).
+                    with _quiet("aiokafka.producer.sender"):
+                        await producer.start()
                 except KafkaError:
                     await producer.stop()
                     if idempotent and len(tries) > 1:
                         log.info("broker refuses idempotent producers; using acks=all only")
+                        _IDEMPOTENT_BROKERS[self.bootstrap] = False
                         continue
                     raise
+                _IDEMPOTENT_BROKERS.setdefault(self.bootstrap, idempotent)
                 self.stats.idempotent = idempotent
                 self.stats.connected = True
                 return producer
