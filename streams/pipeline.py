@@ -10,10 +10,11 @@ drive it directly.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ops.metrics import observe_dead_letter, observe_learner, observe_transition
+from ops.metrics import observe_batch, observe_dead_letter, observe_learner, observe_transition
 from projections.archive import ArchiveProjection
 from projections.learning import LearningRuntime
 from projections.policy_store import PolicyStore
@@ -53,6 +54,8 @@ class WorkerPipeline:
 
     def handle(self, batch: Sequence[Raw]) -> Publish:
         """Decode once, then features → learning → archive; bad input becomes dead letters."""
+        for topic, n in Counter(r[0] for r in batch).items():
+            observe_batch(topic, n)
         result = split(batch)
         out = Publish(dead=result.dead)
         self.features.apply(result.events)
@@ -89,6 +92,15 @@ class WorkerPipeline:
                             for s in self.learning.shards.values()
                             if t.policy.agent_id in s.shadow.models), {})
             self.registry.on_transition_async(t, metrics, {})
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop learning shards of partitions this worker no longer owns.
+
+        Another worker advances them now; a stale copy here must not be used if
+        the partition comes back (it is reloaded from the checkpoint then).
+        """
+        owned = {p for p in self.learning.shards if p not in partitions}
+        self.learning.shards = {p: s for p, s in self.learning.shards.items() if p in owned}
 
     def checkpoint(self) -> None:
         """Save learning state; after this the batches it covers may be acknowledged."""
