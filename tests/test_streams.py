@@ -39,9 +39,9 @@ def run(settings: Settings, stack: Addresses, tmp_path: Path) -> Iterator[dict[s
         stop(w.pid, w.create_time, timeout=10)
 
 
-def _worker(run: dict[str, object], stack: Addresses, name: str) -> Spawned:
+def _worker(run: dict[str, object], stack: Addresses, name: str, **env: str) -> Spawned:
     log = Path(str(run["settings"].data_dir)) / f"{name}.log"  # type: ignore[attr-defined]
-    w = start_worker(run["settings"], stack, log)  # type: ignore[arg-type]
+    w = start_worker(run["settings"], stack, log, **env)  # type: ignore[arg-type]
     run["workers"].append(w)  # type: ignore[attr-defined]
     return w
 
@@ -165,6 +165,16 @@ def test_two_workers_split_partitions_and_agree(
     _wait_exact(_store(stack, prefix), reference(sent))
     logs = first.log.read_bytes() + second.log.read_bytes()
     assert logs.count(b"Worker]: Ready") >= 2
+
+
+def test_the_faust_stream_intake_is_exact_too(
+    run: dict[str, object], stack: Addresses, tmp_path: Path
+) -> None:
+    prefix = str(run["prefix"])
+    w = _worker(run, stack, "w1", SELFLEARN_INTAKE="stream")
+    wait_ready(w.log)
+    sent = _emit_all(stack, prefix, tmp_path, 8_000)
+    _wait_exact(_store(stack, prefix), reference(sent))
 
 
 def test_short_term_memory_is_bounded_oldest_first_with_ttl(
