@@ -388,6 +388,7 @@ async def broker_view(settings: Any, bootstrap: str) -> dict[str, Any]:
                 break
         ends = await consumer.end_offsets(tps) if tps else {}
         starts = await consumer.beginning_offsets(tps) if tps else {}
+        ends = await _true_ends(bootstrap, extra, ends, starts)
         dead = sum(ends[tp] - starts[tp] for tp in tps if tp.topic == dlq)
         lag = [{"topic": tp.topic, "partition": tp.partition, "end": ends[tp], "committed": c,
                 "lag": ends[tp] - (c if c is not None else starts[tp])}
@@ -397,6 +398,35 @@ async def broker_view(settings: Any, bootstrap: str) -> dict[str, Any]:
                 "total_lag": None if lag_error else sum(x["lag"] for x in lag)}
     finally:
         await consumer.stop()
+
+
+async def _true_ends(bootstrap: str, extra: dict[str, Any], ends: dict[Any, int],
+                     starts: dict[Any, int]) -> dict[Any, int]:
+    """End offsets checked by reading: Tansu's ListOffsets(latest) says base offset + 1
+    of the partition's last record batch, short of the real end by the rest of that batch."""
+    from aiokafka import AIOKafkaConsumer
+
+    todo = [tp for tp, end in ends.items() if end > starts[tp]]
+    out = dict(ends)
+    if not todo:
+        return out
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                              enable_auto_commit=False, request_timeout_ms=10_000, **extra)
+    await reader.start()
+    try:
+        reader.assign(todo)
+        for tp in todo:
+            reader.seek(tp, ends[tp] - 1)
+        for _ in range(50):  # a busy partition keeps growing: a bounded look is enough
+            batch = await reader.getmany(*todo, timeout_ms=300, max_records=100_000)
+            if not any(batch.values()):
+                break
+            for tp, messages in batch.items():
+                if messages:
+                    out[tp] = max(out[tp], messages[-1].offset + 1)
+        return out
+    finally:
+        await reader.stop()
 
 
 @app.command()

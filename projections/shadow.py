@@ -145,7 +145,7 @@ def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
         return AgentSpec(agent_id, kind, mode, "running_median", DEFAULT_TASK_CHALLENGERS)
     if kind == "review_risk":
         return AgentSpec(agent_id, kind, mode, "size_bucket",
-                         ("logistic", "review_blend", "size_heuristic"))
+                         ("review_rank", "logistic", "review_blend"))
     raise ValueError(f"unknown agent kind {kind!r}; known: task_estimate, review_risk")
 
 
