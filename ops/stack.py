@@ -36,6 +36,7 @@ from ops.config import (
 )
 from ops.probes import PROBES
 from ops.processes import Spawned, free_port, is_alive, stop, tail, wait_until
+from ops.worker import stop_workers
 
 
 class StackError(RuntimeError):
@@ -256,6 +257,8 @@ def down(settings: Settings) -> list[str]:
     if not data_dir.exists():
         return []
     stopped: list[str] = []
+    if stop_workers(data_dir):
+        stopped.append("workers")
     with _locked(data_dir):
         services = _services(data_dir)
         for name, entry in list(services.items()):

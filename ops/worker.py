@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from ops.config import Addresses, Settings
-from ops.processes import Spawned, spawn
+from ops.processes import Spawned, spawn, stop
+
+WORKERS_FILE = "workers.json"
 
 
 def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[str, str]:
@@ -28,10 +31,30 @@ def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[s
 
 
 def start_worker(settings: Settings, addresses: Addresses, log: Path, **extra: str) -> Spawned:
-    """Start ``faust -A streams.app worker`` detached; returns its PID and log file."""
+    """Start ``faust -A streams.app worker`` detached; returns its PID and log file.
+
+    The worker is recorded in ``<data_dir>/workers.json`` so ``selflearn down``
+    stops it with the servers.
+    """
     argv = [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info",
             "--without-web"]
-    return spawn(argv, log, env=worker_env(settings, addresses, **extra))
+    spawned = spawn(argv, log, env=worker_env(settings, addresses, **extra))
+    registry = Path(settings.data_dir) / WORKERS_FILE
+    known = json.loads(registry.read_text()) if registry.exists() else []
+    known.append({"pid": spawned.pid, "create_time": spawned.create_time})
+    registry.write_text(json.dumps(known))
+    return spawned
+
+
+def stop_workers(data_dir: Path) -> int:
+    """Stop every worker recorded in the data folder; returns how many were running."""
+    registry = Path(data_dir) / WORKERS_FILE
+    if not registry.exists():
+        return 0
+    stopped = sum(stop(w["pid"], w["create_time"], timeout=15.0)
+                  for w in json.loads(registry.read_text()))
+    registry.unlink()
+    return stopped
 
 
 def wait_ready(log: Path, timeout: float = 90.0, after: int = 0) -> None:
