@@ -183,11 +183,18 @@ async def _consume(bootstrap: str, topics: Sequence[str], timeout: float) -> lis
         todo = {tp for tp in parts if ends[tp] > 0}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # Tansu reports a partition's end as the first offset of its last record
+        # batch plus one, not the true end: past the reported end, keep reading
+        # until a fetch for that partition comes back empty.
+        reached: set[Any] = set()
         while todo and loop.time() < deadline:
             batch = await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
-            for tp, messages in batch.items():
-                out.extend(m.value for m in messages if m.offset < ends[tp])
+            for tp in list(todo):
+                messages = batch.get(tp, [])
+                out.extend(m.value for m in messages)
                 if messages and messages[-1].offset + 1 >= ends[tp]:
+                    reached.add(tp)
+                elif not messages and tp in reached:
                     todo.discard(tp)
         if todo:
             raise TimeoutError(f"broker did not deliver {sorted(map(str, todo))} "
