@@ -23,6 +23,7 @@ __all__ = [
     "insort_list",
     "median_sorted",
     "num",
+    "restore_members",
     "tokens",
     "weighted_median",
 ]
@@ -78,6 +79,16 @@ class StateLearner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def restore_members(states: dict[str, Any], kinds: dict[str, type]) -> dict[str, Any]:
+    """Rebuild an ensemble's member learners from their saved ``__dict__`` states."""
+    members = {}
+    for name, state in states.items():
+        member = kinds[name].__new__(kinds[name])
+        member.__dict__.update(state)
+        members[name] = member
+    return members
 
 
 # ------------------------------------------------------------------- helpers

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Self
 
 import orjson
 
-from projections.learners.base import StateLearner, project_of, weighted_median
+from projections.learners.base import StateLearner, project_of, restore_members, weighted_median
 from projections.learners.knn_median import KnnMedian
 from projections.learners.recency_median import RecencyMedian
 from projections.learners.token_quantile import TokenQuantile
@@ -80,9 +80,5 @@ class ExpertMix(StateLearner):
     def restore(cls, data: bytes) -> Self:
         payload = orjson.loads(data)
         obj = super().restore(data)
-        obj.experts = {}
-        for n, state in payload["experts"].items():
-            expert = _EXPERTS[n].__new__(_EXPERTS[n])
-            expert.__dict__.update(state)
-            obj.experts[n] = expert
+        obj.experts = restore_members(payload["experts"], _EXPERTS)
         return obj

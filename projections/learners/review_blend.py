@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Self
 
 import orjson
 
-from projections.learners.base import StateLearner
+from projections.learners.base import StateLearner, restore_members
 from projections.learners.logistic import OnlineLogistic
 from projections.learners.size_bucket import SizeBucket
 
@@ -56,9 +56,5 @@ class ReviewBlend(StateLearner):
             OnlineLogistic.name: OnlineLogistic,
             SizeBucket.name: SizeBucket,
         }
-        obj.parts = {}
-        for n, state in payload["parts"].items():
-            part = kinds[n].__new__(kinds[n])
-            part.__dict__.update(state)
-            obj.parts[n] = part
+        obj.parts = restore_members(payload["parts"], kinds)
         return obj
