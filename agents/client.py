@@ -126,10 +126,11 @@ class AgentClient:
         subject_id: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        _scrubbed: bool = False,
     ) -> Envelope | Rejected:
         """Validate and queue one event; returns the envelope, or :class:`Rejected`."""
         try:
-            if self._scrub is not None:
+            if self._scrub is not None and not _scrubbed:
                 payload = self._scrub(event_type, payload)
             # Id and queue position are taken together, so one agent's event ids
             # increase in the order its events reach the broker (consumers rely on it).
@@ -159,13 +160,13 @@ class AgentClient:
         decision = self.engine.decide(context, request_id=rid)
         requested = self.emit("decision.requested",
                               {"request_id": rid, "kind": decision.kind, "context": context},
-                              correlation_id=rid)
+                              correlation_id=rid, _scrubbed=True)
         self.emit("decision.made", {
             "request_id": rid, "kind": decision.kind, "output": decision.output,
             "model_version": decision.model_version, "policy": decision.policy,
             "inputs_digest": decision.inputs_digest, "features": decision.features,
             "latency_us": decision.latency_us,
-        }, correlation_id=rid,
+        }, correlation_id=rid, _scrubbed=True,
            causation_id=str(requested.event_id) if isinstance(requested, Envelope) else None)
         return decision
 
