@@ -89,8 +89,8 @@ class Replay:
 
 def _storypoint_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[float]]]:
     """Per project: the replay and the actual points of its rows (in order)."""
+    from projections.agent_specs import eval_agent_id
     from projections.datasets import read_storypoints, storypoint_projects
-    from projections.shadow import eval_agent_id
 
     replays: dict[str, Replay] = {}
     actual: dict[str, list[float]] = {}
@@ -108,8 +108,8 @@ def _storypoint_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list
 
 def _change_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[int]]]:
     """Per project: the replay (offline order, see the module doc) and the labels."""
+    from projections.agent_specs import eval_agent_id
     from projections.datasets import change_projects, label_events, read_changes
-    from projections.shadow import eval_agent_id
 
     replays: dict[str, Replay] = {}
     labels: dict[str, list[int]] = {}

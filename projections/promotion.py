@@ -54,7 +54,9 @@ from typing import Any
 import orjson
 from scipy.stats import wilcoxon
 
-from projections.shadow import DEFAULT_AGENTS, AgentSpec, Scored, Watermarks, default_spec
+from projections.agent_specs import DEFAULT_AGENTS, AgentSpec, default_spec
+from projections.shadow import Scored
+from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
 from schemas.policy import STEPS, LivePolicy, ModelRef, bucket, model_key
 

@@ -58,13 +58,10 @@ from typing import Any
 import orjson
 from river.drift import ADWIN
 
-from projections.learners import (
-    DEFAULT_TASK_CHALLENGERS,
-    REVIEW_LEARNERS,
-    TASK_LEARNERS,
-    Learner,
-)
-from schemas import CATALOG, Envelope, new_event
+from projections.agent_specs import DEFAULT_AGENTS, AgentSpec, default_spec, eval_spec
+from projections.learners import Learner
+from projections.watermarks import Watermarks
+from schemas import Envelope, new_event
 from schemas.envelope import thaw
 
 Factories = Mapping[str, Callable[[], Learner]]
@@ -77,83 +74,6 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "review.completed": ("review_risk", "change_id"),
 }
 OUTCOME_KEY = {kind: key for kind, key in OUTCOMES.values()}
-
-
-@dataclass(frozen=True, slots=True)
-class AgentSpec:
-    """One agent: its kind, rollout mode, champion and challengers (learner names)."""
-
-    agent_id: str
-    kind: str
-    mode: str = "live"  # "live" or "log_only"
-    champion: str = ""
-    challengers: tuple[str, ...] = ()
-    factories: Factories | None = None  # None: the registry of the kind
-    drift_resets: bool = True  # False: challengers are never reset on drift (evaluation)
-
-    def learners(self) -> Factories:
-        """Factories of every model of this agent (champion first)."""
-        reg = self.factories or (TASK_LEARNERS if self.kind == "task_estimate" else REVIEW_LEARNERS)
-        return {name: reg[name] for name in (self.champion, *self.challengers)}
-
-
-EVAL_PREFIX = "eval-"
-
-
-def eval_agent_id(kind: str, name: str) -> str:
-    """Id of the agent that replays data set ``name`` of ``kind`` for an evaluation.
-
-    >>> eval_agent_id("task_estimate", "mule")
-    'eval-task_estimate-mule'
-    """
-    if kind not in OUTCOME_KEY:
-        raise ValueError(f"unknown agent kind {kind!r}; known: {', '.join(OUTCOME_KEY)}")
-    return f"{EVAL_PREFIX}{kind}-{name}"
-
-
-def eval_spec(agent_id: str) -> AgentSpec | None:
-    """Spec of an evaluation agent (``None`` for any other id).
-
-    Every registered learner of the kind named in the id, in registry order
-    (the first is the champion), log-only, without drift resets: the same
-    models, fresh per agent, that the offline evaluation replays.
-
-    >>> s = eval_spec("eval-task_estimate-mule")
-    >>> s.kind, s.champion, s.drift_resets, eval_spec("task-estimator")
-    ('task_estimate', 'constant', False, None)
-    """
-    for kind in OUTCOME_KEY:
-        if agent_id.startswith(f"{EVAL_PREFIX}{kind}-"):
-            names = tuple(TASK_LEARNERS if kind == "task_estimate" else REVIEW_LEARNERS)
-            return AgentSpec(agent_id, kind, "log_only", names[0], names[1:],
-                             drift_resets=False)
-    return None
-
-
-def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
-    """The default models of a kind; unknown agents start log-only (never promoted).
-
-    Evaluation agents (:func:`eval_agent_id`) get :func:`eval_spec` instead.
-
-    >>> default_spec("x", "review_risk").challengers
-    ('logistic', 'review_blend', 'size_heuristic')
-    """
-    evaluation = eval_spec(agent_id)
-    if evaluation is not None:
-        return evaluation
-    if kind == "task_estimate":
-        return AgentSpec(agent_id, kind, mode, "running_median", DEFAULT_TASK_CHALLENGERS)
-    if kind == "review_risk":
-        return AgentSpec(agent_id, kind, mode, "size_bucket",
-                         ("review_rank", "logistic", "review_blend"))
-    raise ValueError(f"unknown agent kind {kind!r}; known: task_estimate, review_risk")
-
-
-DEFAULT_AGENTS: dict[str, AgentSpec] = {
-    "task-estimator": default_spec("task-estimator", "task_estimate", "live"),
-    "doc-keeper": default_spec("doc-keeper", "task_estimate", "log_only"),
-    "code-reviewer": default_spec("code-reviewer", "review_risk", "live"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,39 +108,6 @@ def _finite(prediction: float, kind: str) -> float:
     """A prediction as a finite float (NaN/inf: the kind's neutral answer, 0 or 0.5)."""
     p = float(prediction)
     return p if math.isfinite(p) else (0.0 if kind == "task_estimate" else 0.5)
-
-
-class Watermarks:
-    """Applied offsets per ``topic:partition`` and highest event id per ``producer|stream``."""
-
-    def __init__(self) -> None:
-        self.offsets: dict[str, int] = {}
-        self.ids: dict[str, str] = {}
-
-    def fresh(self, event: Envelope, topic: str, partition: int, offset: int) -> bool:
-        """True (and recorded) if the event was not applied yet."""
-        spec = CATALOG.get(event.type)
-        id_key = f"{event.producer}|{spec.stream if spec else event.type}"
-        eid = event.event_id.hex  # fixed width: string order is numeric order
-        last = self.ids.get(id_key)
-        if last is not None and eid <= last:
-            return False
-        pos = f"{topic}:{partition}"
-        if offset >= 0 and offset <= self.offsets.get(pos, -1):
-            return False
-        self.ids[id_key] = eid
-        if offset >= 0:
-            self.offsets[pos] = offset
-        return True
-
-    def state(self) -> dict[str, Any]:
-        return {"offsets": self.offsets, "ids": self.ids}
-
-    @classmethod
-    def from_state(cls, raw: Mapping[str, Any]) -> Watermarks:
-        w = cls()
-        w.offsets, w.ids = dict(raw["offsets"]), dict(raw["ids"])
-        return w
 
 
 @dataclass

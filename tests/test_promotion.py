@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 import redis
 
+from projections.agent_specs import AgentSpec
 from projections.learners import TASK_LEARNERS
 from projections.learners.base import StateLearner, num
 from projections.policy_store import PolicyStore
@@ -22,7 +23,7 @@ from projections.promotion import (
     PromotionRefused,
     Transition,
 )
-from projections.shadow import AgentSpec, ShadowProjection
+from projections.shadow import ShadowProjection
 from schemas import Envelope, new_event
 from schemas.policy import ModelRef
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from itertools import islice
 
 from ops.data import data_path
+from projections.agent_specs import AgentSpec
 from projections.datasets import iter_storypoints, read_changes
-from projections.shadow import AgentSpec, Scored, ShadowProjection
+from projections.shadow import Scored, ShadowProjection
 from schemas import new_event
 from tests.test_promotion import FACTORIES, Oracle, spec, stream
 

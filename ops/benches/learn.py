@@ -23,8 +23,9 @@ import time
 from typing import Any
 
 from ops.data import data_path
+from projections.agent_specs import DEFAULT_AGENTS
 from projections.datasets import iter_storypoints
-from projections.shadow import DEFAULT_AGENTS, ShadowProjection
+from projections.shadow import ShadowProjection
 from schemas import Envelope, new_event
 
 AGENT = "task-estimator"

@@ -1,0 +1,99 @@
+"""Who the agents are: kind, rollout mode, champion and challengers.
+
+An agent the projections have not been told about gets :func:`default_spec`
+for its kind and starts log-only; evaluation agents (``eval-…``) get every
+registered learner and are never reset on drift, so a replay through the
+pipeline equals the offline evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from projections.learners import (
+    DEFAULT_TASK_CHALLENGERS,
+    REVIEW_LEARNERS,
+    TASK_LEARNERS,
+    Learner,
+)
+from schemas.policy import KINDS
+
+Factories = Mapping[str, Callable[[], Learner]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent: its kind, rollout mode, champion and challengers (learner names)."""
+
+    agent_id: str
+    kind: str
+    mode: str = "live"  # "live" or "log_only"
+    champion: str = ""
+    challengers: tuple[str, ...] = ()
+    factories: Factories | None = None  # None: the registry of the kind
+    drift_resets: bool = True  # False: challengers are never reset on drift (evaluation)
+
+    def learners(self) -> Factories:
+        """Factories of every model of this agent (champion first)."""
+        reg = self.factories or (TASK_LEARNERS if self.kind == "task_estimate" else REVIEW_LEARNERS)
+        return {name: reg[name] for name in (self.champion, *self.challengers)}
+
+
+EVAL_PREFIX = "eval-"
+
+
+def eval_agent_id(kind: str, name: str) -> str:
+    """Id of the agent that replays data set ``name`` of ``kind`` for an evaluation.
+
+    >>> eval_agent_id("task_estimate", "mule")
+    'eval-task_estimate-mule'
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown agent kind {kind!r}; known: {', '.join(KINDS)}")
+    return f"{EVAL_PREFIX}{kind}-{name}"
+
+
+def eval_spec(agent_id: str) -> AgentSpec | None:
+    """Spec of an evaluation agent (``None`` for any other id).
+
+    Every registered learner of the kind named in the id, in registry order
+    (the first is the champion), log-only, without drift resets: the same
+    models, fresh per agent, that the offline evaluation replays.
+
+    >>> s = eval_spec("eval-task_estimate-mule")
+    >>> s.kind, s.champion, s.drift_resets, eval_spec("task-estimator")
+    ('task_estimate', 'constant', False, None)
+    """
+    for kind in KINDS:
+        if agent_id.startswith(f"{EVAL_PREFIX}{kind}-"):
+            names = tuple(TASK_LEARNERS if kind == "task_estimate" else REVIEW_LEARNERS)
+            return AgentSpec(agent_id, kind, "log_only", names[0], names[1:],
+                             drift_resets=False)
+    return None
+
+
+def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
+    """The default models of a kind; unknown agents start log-only (never promoted).
+
+    Evaluation agents (:func:`eval_agent_id`) get :func:`eval_spec` instead.
+
+    >>> default_spec("x", "review_risk").challengers
+    ('review_rank', 'logistic', 'review_blend')
+    """
+    evaluation = eval_spec(agent_id)
+    if evaluation is not None:
+        return evaluation
+    if kind == "task_estimate":
+        return AgentSpec(agent_id, kind, mode, "running_median", DEFAULT_TASK_CHALLENGERS)
+    if kind == "review_risk":
+        return AgentSpec(agent_id, kind, mode, "size_bucket",
+                         ("review_rank", "logistic", "review_blend"))
+    raise ValueError(f"unknown agent kind {kind!r}; known: task_estimate, review_risk")
+
+
+DEFAULT_AGENTS: dict[str, AgentSpec] = {
+    "task-estimator": default_spec("task-estimator", "task_estimate", "live"),
+    "doc-keeper": default_spec("doc-keeper", "task_estimate", "log_only"),
+    "code-reviewer": default_spec("code-reviewer", "review_risk", "live"),
+}
