@@ -6,7 +6,7 @@ import importlib
 import json
 import pkgutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -122,6 +122,7 @@ def vision(
     from agents.vision import run_vision
     from ops.config import StackNotRunning
     from ops.data import data_path
+    from ops.metrics import observe_frame, start_metrics_server
 
     settings = load_settings(data_dir)
     src: str | int = source or str(data_path("video/Megamind.avi"))
@@ -132,9 +133,14 @@ def vision(
     except StackNotRunning as exc:
         fail(str(exc))
     max_frames = int(duration * fps) if duration and fps else None
+    start_metrics_server()
+
+    def observe(_frame: object, payload: dict[str, Any]) -> None:
+        observe_frame(camera_id, payload["fps"], payload["processing_latency_ms"] / 1000)
+
     try:
         stats = run_vision(src, client.emit, target_fps=fps, loop=loop, max_frames=max_frames,
-                           camera_id=camera_id)
+                           camera_id=camera_id, on_frame=observe)
     finally:
         client.close(timeout=5)
     typer.echo(json.dumps({"frames": stats.frames, "dropped": stats.dropped, "fps": stats.fps,

@@ -29,6 +29,7 @@ from ops.config import Addresses, Settings
 from ops.data import data_path
 from ops.demo_agents import RUNNERS, AgentPlan, plans
 from ops.demo_agents import Progress as AgentProgress
+from ops.metrics import start_metrics_server
 from ops.processes import Spawned, stop
 from ops.worker import start_worker, wait_ready, worker_env
 from projections.policy_store import PolicyStore
@@ -63,6 +64,7 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
 
     console = console or Console()
     started = time.monotonic()
+    console.print(f"metrics of the agents: http://127.0.0.1:{start_metrics_server()}/metrics")
     console.print(f"[bold]selflearn demo[/] — data folder {settings.data_dir}")
     addresses = up(settings)
     worker: Spawned | None = None
