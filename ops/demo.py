@@ -44,6 +44,7 @@ class DemoResult:
     vision: dict[str, Any]
     report: Path | None
     elapsed_s: float
+    learned: dict[str, dict[str, dict[str, float]]]  # agent -> model -> latest shadow metrics
 
 
 def _start_vision(settings: Settings, addresses: Addresses, duration: float) -> subprocess.Popen:
@@ -84,9 +85,9 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
             time.sleep(3 * float(_checkpoint_s()))
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
-        report = _write_report(settings, addresses, console)
-        result = DemoResult(result_agents, {a: p for a, p in policies.items()}, vision_stats,
-                            report, time.monotonic() - started)
+        report, learned = _write_report(settings, addresses, console)
+        result = DemoResult(result_agents, dict(policies), vision_stats, report,
+                            time.monotonic() - started, learned)
         summarize(result, console)
         return result
     finally:
@@ -172,7 +173,9 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _write_report(settings: Settings, addresses: Addresses, console: Console) -> Path | None:
+def _write_report(settings: Settings, addresses: Addresses, console: Console
+                  ) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
+    """The HTML report, and the latest shadow metrics per agent and model."""
     from ops.report import build_report, gather, write_report
 
     try:
@@ -183,10 +186,14 @@ def _write_report(settings: Settings, addresses: Addresses, console: Console) ->
         path = Path(settings.data_dir) / "report.html"
         write_report(path, build_report(events, policies, dead, title="selflearn demo",
                                         notes=notes))
-        return path
     except Exception as exc:  # the report is a by-product; the demo's result stands
         console.print(f"[yellow]report not written: {exc}[/]")
-        return None
+        return None, {}
+    learned: dict[str, dict[str, dict[str, float]]] = {}
+    for ev in sorted((e for e in events if e.type == "model.evaluated"),
+                     key=lambda e: e.occurred_at):
+        learned.setdefault(ev.producer, {})[ev.payload["model"]] = dict(ev.payload["metrics"])
+    return path, learned
 
 
 def summarize(result: DemoResult, console: Console) -> None:
@@ -208,5 +215,21 @@ def summarize(result: DemoResult, console: Console) -> None:
                       f"{v.get('fps', 0):.1f} fps, {v.get('dropped', 0)} dropped",
                       f"p99 frame {v.get('p99_frame_ms', 0):.1f} ms", "-")
     console.print(table)
+    console.print(learning_table(result))
     if result.report:
         console.print(f"HTML report: {result.report}")
+
+
+def learning_table(result: DemoResult) -> Table:
+    """Shadow learning per agent: every model's prequential error, best first."""
+    table = Table(title="shadow learning (prequential, on outcomes seen so far)")
+    for col in ("agent", "metric", "champion", "models, best first (rolling error / all-time)"):
+        table.add_column(col)
+    for agent, models in sorted(result.learned.items()):
+        pol = result.policies.get(agent)
+        metric = "mae" if "mae" in next(iter(models.values())) else "log_loss"
+        ranked = sorted(models.items(), key=lambda kv: kv[1].get(f"rolling_{metric}", 0.0))
+        cells = ", ".join(f"{name} {m.get(f'rolling_{metric}', 0):.3f}/{m.get(metric, 0):.3f}"
+                          for name, m in ranked)
+        table.add_row(agent, metric, pol.champion.name if pol else "-", cells)
+    return table
