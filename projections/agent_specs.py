@@ -79,7 +79,7 @@ def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
     Evaluation agents (:func:`eval_agent_id`) get :func:`eval_spec` instead.
 
     >>> default_spec("x", "review_risk").challengers
-    ('review_rank', 'logistic', 'review_blend')
+    ('review_rank', 'size_bucket', 'logistic')
     """
     evaluation = eval_spec(agent_id)
     if evaluation is not None:
@@ -87,8 +87,11 @@ def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
     if kind == "task_estimate":
         return AgentSpec(agent_id, kind, mode, "running_median", DEFAULT_TASK_CHALLENGERS)
     if kind == "review_risk":
-        return AgentSpec(agent_id, kind, mode, "size_bucket",
-                         ("review_rank", "logistic", "review_blend"))
+        # The rule a team starts with: review the biggest changes first. Its score
+        # ranks but is no probability, so a calibrated challenger replaces it
+        # through the canary ramp once it is better with confidence.
+        return AgentSpec(agent_id, kind, mode, "size_heuristic",
+                         ("review_rank", "size_bucket", "logistic"))
     raise ValueError(f"unknown agent kind {kind!r}; known: task_estimate, review_risk")
 
 

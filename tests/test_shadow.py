@@ -105,7 +105,7 @@ def test_review_risk_reports_log_loss_and_brier_on_real_changes() -> None:
                 "change_id": old.transactionid, "project": "IVY",
                 "passed_first_try": not old.bug}, producer="reviews"))
     metrics = sp.metrics("code-reviewer")
-    assert set(metrics) == {"size_bucket", "review_rank", "logistic", "review_blend"}
+    assert set(metrics) == {"size_heuristic", "review_rank", "size_bucket", "logistic"}
     for m in metrics.values():
         assert m["n"] == 380 and 0.0 <= m["brier"] <= 1.0 and m["log_loss"] > 0.0
     assert {e.type for e in evaluated} == {"model.evaluated"} and len(evaluated) == 3 * 4
