@@ -57,7 +57,9 @@ def _hot(archive: EventArchive, since: datetime | None, until: datetime | None,
     if types is not None:
         where.append(q.sql.SQL("type = ANY(%s)"))
         params.append(list(types))
-    cols = q.sql.SQL(", ").join(q.ident(c) for c in q.READ_COLUMNS[:9])
+    # The payload comes as JSON text, parsed only if a consumer reads it (JsonPayload).
+    cols = q.sql.SQL(", ").join([*(q.ident(c) for c in q.READ_COLUMNS[:8]),
+                                   q.sql.SQL("payload::text")])
     stmt = q.sql.SQL("SELECT {cols} FROM {t}{w} ORDER BY occurred_at, event_id").format(
         cols=cols, t=q.ident(archive.table),
         w=q.sql.SQL(" WHERE ") + q.sql.SQL(" AND ").join(where) if where else q.sql.SQL(""))
@@ -82,8 +84,7 @@ def _hot(archive: EventArchive, since: datetime | None, until: datetime | None,
         while (rows := chunks.get()) is not None:
             if isinstance(rows, BaseException):
                 raise rows
-            for row in rows:
-                yield q.envelope_from_row(row)
+            yield from map(q.envelope_from_row, rows)
     finally:
         stop.set()
         while worker.is_alive():  # unblock a producer waiting on a full queue
@@ -153,9 +154,11 @@ def read_events(archive: EventArchive, *, since: datetime | None = None,
     """
     if archive.backend is None:
         archive.ensure_schema()
-    sources = [_hot(archive, since, until, producer, types, itersize)]
-    if include_cold:
-        sources.append(_cold(archive, since, until, producer, types))
+    hot = _hot(archive, since, until, producer, types, itersize)
+    if not include_cold or archive.cold is None:  # one source, unique keys: nothing to merge
+        yield from hot
+        return
+    sources = [hot, _cold(archive, since, until, producer, types)]
     last: uuid.UUID | None = None
     for ev in heapq.merge(*sources, key=_order):
         if ev.event_id != last:
