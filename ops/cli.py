@@ -88,9 +88,18 @@ def status_cmd(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """
     from ops.stack import status
 
-    report = status(load_settings(data_dir))
+    settings = load_settings(data_dir)
+    report = status(settings)
+    reachable = all(info["reachable"] for info in report["servers"].values())
+    if reachable:
+        from ops.config import resolve
+        from ops.fleet import fleet_report, print_fleet
+
+        report["fleet"] = fleet_report(settings, resolve(settings))
     _show(report, as_json, title="selflearn stack")
-    if not all(info["reachable"] for info in report["servers"].values()):
+    if reachable and not as_json:
+        print_fleet(report["fleet"])
+    if not reachable:
         raise typer.Exit(1)
 
 
@@ -131,6 +140,7 @@ def main() -> None:
 
 # Commands defined in other modules register themselves on ``app`` when imported.
 from ops import commands as _commands  # noqa: E402,F401
+from ops import fleet as _fleet  # noqa: E402,F401
 from ops import replay_cli as _replay_cli  # noqa: E402,F401
 from ops import report_cli as _report_cli  # noqa: E402,F401
 

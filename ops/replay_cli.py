@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from ops.cli import AsJson, DataDir, app, fail, load_settings
+from ops.cli_support import policy_summary, print_table, redis_client, resolve_or_fail
 
 WAIT_S = 30.0
 
@@ -31,21 +32,6 @@ def _time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _addresses(settings: Any) -> Any:
-    from ops.config import StackNotRunning, resolve
-
-    try:
-        return resolve(settings)
-    except StackNotRunning as exc:
-        fail(str(exc))
-
-
-def _redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
-
-
 def _archive(addresses: Any) -> Any:
     from projections.archive import ArchiveUnavailable, EventArchive
 
@@ -55,18 +41,6 @@ def _archive(addresses: Any) -> Any:
     except ArchiveUnavailable as exc:
         fail(str(exc))
     return archive
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]], caption: str = "") -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, caption=caption or None)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    Console().print(table)
 
 
 # --------------------------------------------------------------------- replay
@@ -95,7 +69,7 @@ def replay(
     if into not in (None, "features"):
         fail(f"--into supports only 'features', not {into!r}")
     settings = load_settings(data_dir)
-    addresses = _addresses(settings)
+    addresses = resolve_or_fail(settings)
     lo, hi = _time(since), _time(until)
     began = time.monotonic()
     if source == "archive":
@@ -123,10 +97,11 @@ def replay(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    _table(f"replay from {source}: {report['events']} events in {report['seconds']} s",
+    print_table(f"replay from {source}: {report['events']} events in {report['seconds']} s",
            ["type", "events"], [[k, v] for k, v in report["by_type"].items()])
     if into == "features":
-        _table(f"features rebuilt under {report['prefix']!r} vs live {settings.topic_prefix!r}",
+        title = f"features rebuilt under {report['prefix']!r} vs live {settings.topic_prefix!r}"
+        print_table(title,
                ["replayed entities", "equal", "different", "not live", "live, not replayed"],
                [[report["entities"], report["equal"], len(report["different"]),
                  len(report["only_replay"]), len(report["only_live"])]],
@@ -143,7 +118,7 @@ def _rebuild(settings: Any, addresses: Any, events: Any, prefix: str | None) -> 
     from projections.replay import rebuild_features
     from streams.store import OnlineFeatureStore
 
-    r = _redis(addresses.redis_url)
+    r = redis_client(addresses.redis_url)
     prefix = prefix or f"{settings.topic_prefix}-replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if prefix == settings.topic_prefix:
         fail("--prefix must differ from the live topic prefix (it would double-count)")
@@ -188,15 +163,15 @@ def audit(
     if (decision_id is None) == (sample is None):
         fail("give either a DECISION_ID or --sample N")
     settings = load_settings(data_dir)
-    addresses = _addresses(settings)
-    archive, r = _archive(addresses), _redis(addresses.redis_url)
+    addresses = resolve_or_fail(settings)
+    archive, r = _archive(addresses), redis_client(addresses.redis_url)
     if sample is not None:
         report = audit_sample(archive, r, sample, seed, agent=agent,
                               mlflow_uri=addresses.mlflow_uri, prefix=settings.topic_prefix)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:
-            _table(f"audit of {report['checked']} decisions", ["model version", "decisions"],
+            print_table(f"audit of {report['checked']} decisions", ["model version", "decisions"],
                    [[k, v] for k, v in report["by_version"].items()],
                    caption=f"snapshots from {report['by_source']}")
             typer.echo(f"match rate {report['match_rate']:.4f} "
@@ -219,7 +194,7 @@ def audit(
         rows += [["reason", result.reason or "-"]]
         rows += [[f"lineage.{k}", json.dumps(v, default=str) if isinstance(v, dict) else v]
                  for k, v in result.lineage.items()]
-        _table(f"audit of decision {result.decision_id} ({result.agent_id})",
+        print_table(f"audit of decision {result.decision_id} ({result.agent_id})",
                ["field", "value"], rows)
     if not result.match:
         raise typer.Exit(1)
@@ -257,8 +232,8 @@ def send_command(settings: Any, agent_id: str, action: str, operator: str, reaso
     from schemas import encode, new_event
     from schemas.catalog import topic_name
 
-    addresses = _addresses(settings)
-    store = PolicyStore(_redis(addresses.redis_url), settings.topic_prefix)
+    addresses = resolve_or_fail(settings)
+    store = PolicyStore(redis_client(addresses.redis_url), settings.topic_prefix)
     before = store.get(agent_id)
     payload = {"agent_id": agent_id, "action": action, "operator": operator, "reason": reason}
     if challenger:
@@ -275,8 +250,8 @@ def send_command(settings: Any, agent_id: str, action: str, operator: str, reaso
     while time.monotonic() < deadline:
         after = store.get(agent_id)
         if after is not None and after.revision > start_rev:
-            return {"command": str(event.event_id), "before": _policy(before),
-                    "after": _policy(after), "seconds": round(time.monotonic() - began, 3)}
+            return {"command": str(event.event_id), "before": policy_summary(before),
+                    "after": policy_summary(after), "seconds": round(time.monotonic() - began, 3)}
         archive = archive or _archive(addresses)
         if _refused(archive, str(event.event_id)):
             raise RuntimeError(f"the worker refused {action} of {agent_id} (command "
@@ -299,15 +274,6 @@ def _refused(archive: Any, command_id: str) -> bool:
     return hit is not None
 
 
-def _policy(pol: Any) -> dict[str, Any] | None:
-    if pol is None:
-        return None
-    return {"mode": pol.mode, "canary_percent": pol.canary_percent,
-            "champion": f"{pol.champion.name}:{pol.champion.version}",
-            "challenger": (f"{pol.challenger.name}:{pol.challenger.version}"
-                           if pol.challenger else None), "revision": pol.revision}
-
-
 def _command(action: str, agent_id: str, operator: str, reason: str, challenger: str | None,
              wait: float, data_dir: str | None, as_json: bool) -> None:
     settings = load_settings(data_dir)
@@ -319,7 +285,7 @@ def _command(action: str, agent_id: str, operator: str, reason: str, challenger:
         typer.echo(json.dumps(out, indent=2))
         return
     rows = [[k, (out["before"] or {}).get(k, "-"), out["after"][k]] for k in out["after"]]
-    _table(f"{action} {agent_id} by {operator}: applied in {out['seconds']} s",
+    print_table(f"{action} {agent_id} by {operator}: applied in {out['seconds']} s",
            ["field", "before", "after"], rows, caption=f"command event {out['command']}")
 
 
@@ -353,111 +319,3 @@ def rollback(
 ) -> None:
     """Send an agent back to its last champion now."""
     _command("rollback", agent_id, operator, reason, None, wait, data_dir, as_json)
-
-
-# ---------------------------------------------------------------------- fleet
-
-async def broker_view(settings: Any, bootstrap: str) -> dict[str, Any]:
-    """Dead letters on ``<prefix>.dlq`` and worker lag per partition (committed vs end)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
-
-    tls = settings.kafka_ssl_context()
-    extra = {"security_protocol": "SSL", "ssl_context": tls} if tls else {}
-    group = f"{settings.topic_prefix}-worker"
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False, request_timeout_ms=10_000, **extra)
-    await consumer.start()
-    try:
-        topics = await consumer.topics()
-        dlq = topic_name(settings.topic_prefix, DEAD_LETTER)
-        parts = {t: sorted(consumer.partitions_for_topic(t) or ())
-                 for t in [topic_name(settings.topic_prefix, s) for s in STREAMS] + [dlq]
-                 if t in topics}
-        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
-        committed: dict[Any, int | None] = {}
-        lag_error = None
-        for tp in tps:  # committed first, ends after: so lag is never negative
-            if tp.topic == dlq:
-                continue
-            try:
-                committed[tp] = await consumer.committed(tp)
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                lag_error = f"committed offsets unavailable: {type(exc).__name__}: {exc}"
-                break
-        ends = await consumer.end_offsets(tps) if tps else {}
-        starts = await consumer.beginning_offsets(tps) if tps else {}
-        ends = await _true_ends(bootstrap, extra, ends, starts)
-        dead = sum(ends[tp] - starts[tp] for tp in tps if tp.topic == dlq)
-        lag = [{"topic": tp.topic, "partition": tp.partition, "end": ends[tp], "committed": c,
-                "lag": ends[tp] - (c if c is not None else starts[tp])}
-               for tp, c in committed.items()]
-        return {"group": group, "dead_letters": dead if dlq in parts else 0,
-                "lag": None if lag_error else lag, "lag_error": lag_error,
-                "total_lag": None if lag_error else sum(x["lag"] for x in lag)}
-    finally:
-        await consumer.stop()
-
-
-async def _true_ends(bootstrap: str, extra: dict[str, Any], ends: dict[Any, int],
-                     starts: dict[Any, int]) -> dict[Any, int]:
-    """End offsets checked by reading: Tansu's ListOffsets(latest) says base offset + 1
-    of the partition's last record batch, short of the real end by the rest of that batch."""
-    from aiokafka import AIOKafkaConsumer
-
-    todo = [tp for tp, end in ends.items() if end > starts[tp]]
-    out = dict(ends)
-    if not todo:
-        return out
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                              enable_auto_commit=False, request_timeout_ms=10_000, **extra)
-    await reader.start()
-    try:
-        reader.assign(todo)
-        for tp in todo:
-            reader.seek(tp, ends[tp] - 1)
-        for _ in range(50):  # a busy partition keeps growing: a bounded look is enough
-            batch = await reader.getmany(*todo, timeout_ms=300, max_records=100_000)
-            if not any(batch.values()):
-                break
-            for tp, messages in batch.items():
-                if messages:
-                    out[tp] = max(out[tp], messages[-1].offset + 1)
-        return out
-    finally:
-        await reader.stop()
-
-
-@app.command()
-def fleet(data_dir: DataDir = None, as_json: AsJson = False) -> None:
-    """Per agent: live policy from Redis; dead letters; worker lag per partition."""
-    from projections.policy_store import PolicyStore
-
-    settings = load_settings(data_dir)
-    addresses = _addresses(settings)
-    policies = {a: _policy(p) for a, p in
-                PolicyStore(_redis(addresses.redis_url), settings.topic_prefix)
-                .all_policies().items()}
-    try:
-        broker = asyncio.run(asyncio.wait_for(
-            broker_view(settings, addresses.kafka_bootstrap), timeout=30))
-    except Exception as exc:  # noqa: BLE001 - show what we have
-        broker = {"error": f"{type(exc).__name__}: {exc}", "dead_letters": None, "lag": None,
-                  "lag_error": "broker unreachable", "total_lag": None}
-    report = {"prefix": settings.topic_prefix, "agents": policies, **broker}
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-        return
-    _table(f"fleet {settings.topic_prefix!r}: {len(policies)} agents",
-           ["agent", "mode", "canary %", "champion", "challenger", "revision"],
-           [[a, p["mode"], p["canary_percent"], p["champion"], p["challenger"] or "-",
-             p["revision"]] for a, p in policies.items()])
-    if report["lag"] is not None:
-        _table(f"worker lag (group {report['group']}): total {report['total_lag']}",
-               ["topic", "partition", "end", "committed", "lag"],
-               [[x["topic"], x["partition"], x["end"], x["committed"], x["lag"]]
-                for x in report["lag"] if x["end"]])
-    else:
-        typer.echo(f"worker lag: unknown ({report['lag_error']})")
-    typer.echo(f"dead letters: {report['dead_letters']}")
