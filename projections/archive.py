@@ -41,6 +41,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ from streams.store import Sourced
 log = logging.getLogger(__name__)
 Backend = str  # "timescaledb" or "partitioned"
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
-_CHUNK = 500  # events per COPY message
+_TEMP_BUFFERS = "64MB"  # per-session memory for the staging table
+_SIZED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -111,6 +113,14 @@ class EventArchive:
     @staticmethod
     def _configure(conn: psycopg.Connection[Any]) -> None:
         set_json_loads(orjson.loads, conn)
+        if conn not in _SIZED:  # once per session, before its first temporary row
+            # A 5 000-event batch stages ~7 MB (mostly jsonb): with the default 8 MB
+            # of temp buffers the staging table spills to disk at every batch.
+            try:
+                conn.execute(f"SET temp_buffers = '{_TEMP_BUFFERS}'")
+            except psycopg.errors.InvalidParameterValue:  # temp tables already used
+                conn.rollback()
+            _SIZED.add(conn)
         conn.execute("SET TIME ZONE 'UTC'")
         conn.commit()
 
@@ -318,13 +328,14 @@ class EventArchive:
         with self.connection() as conn:
             conn.execute(q.create_staging(self.table))
             with conn.cursor() as cur:
-                # A queued writer sends from its own thread: PostgreSQL parses one
-                # chunk while Python encodes the next.
+                cur.adapters.register_dumper(q.JsonText, q.JsonTextDumper)
+                # Binary COPY (psycopg's C dumpers); a queued writer sends from its
+                # own thread, so PostgreSQL parses rows while Python encodes more.
                 with cur.copy(q.copy_into_staging(self.table),
                               writer=QueuedLibpqWriter(cur)) as copy:
-                    for i in range(0, len(batch), _CHUNK):
-                        copy.write(b"".join(q.copy_line(t, p, o, ev)
-                                            for t, p, o, ev in batch[i:i + _CHUNK]))
+                    copy.set_types(q.COPY_TYPES)
+                    for t, p, o, ev in batch:
+                        copy.write_row(q.copy_row(t, p, o, ev))
                 cur.execute(q.insert_from_staging(self.table))
                 stored = cur.rowcount
             conn.commit()

@@ -2,17 +2,17 @@
 
 Kept apart from the archive's control flow so each stays readable: this
 module only says *what* the tables look like, how an event becomes a line of
-``COPY`` text, and how a stored row becomes an :class:`~schemas.Envelope`
+a binary ``COPY`` row, and how a stored row becomes an :class:`~schemas.Envelope`
 again.
 
 >>> from schemas import new_event
 >>> ev = new_event("review.completed", {"change_id": "c\\t1", "project": "p",
 ...                "passed_first_try": True}, producer="code-reviewer")
->>> line = copy_line("selflearn.agent", 3, 42, ev)
->>> line.count(b"\\t"), line.endswith(b"\\n")
-(11, True)
->>> b"c\\\\\\\\t1" in line   # JSON escape, then COPY escape of the backslash
-True
+>>> row = copy_row("selflearn.agent", 3, 42, ev)
+>>> len(row) == len(COLUMNS) == len(COPY_TYPES), row[8:11]
+(True, ('selflearn.agent', 3, 42))
+>>> bytes(row[-1])
+b'{"change_id":"c\\\\t1","project":"p","passed_first_try":true}'
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 from psycopg import sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from schemas import CATALOG, Envelope, from_dict
 
@@ -91,19 +93,26 @@ def create_cold_catalog(table: str) -> sql.Composed:
         )""").format(c=ident(f"{table}_cold"))
 
 
+def staging(table: str) -> str:
+    """Name of the per-connection staging table of ``table``."""
+    return f"{table}_stage_bin"
+
+
 def create_staging(table: str) -> sql.Composed:
-    """Per-connection temporary staging table; emptied at every commit."""
+    """Per-connection temporary staging table (:data:`COLUMNS` order), emptied at commit."""
     return sql.SQL("""
         CREATE TEMP TABLE IF NOT EXISTS {s} (
             event_id uuid, occurred_at timestamptz, type text, schema_version integer,
             producer text, subject_id text, correlation_id text, causation_id text,
             src_topic text, src_partition integer, src_offset bigint, payload jsonb
-        ) ON COMMIT DELETE ROWS""").format(s=ident(f"{table}_stage"))
+        ) ON COMMIT DELETE ROWS""").format(s=ident(staging(table)))
 
 
 def copy_into_staging(table: str) -> sql.Composed:
+    """Binary ``COPY`` into staging: rows from :func:`copy_row`, types :data:`COPY_TYPES`."""
     cols = sql.SQL(", ").join(ident(c) for c in COLUMNS)
-    return sql.SQL("COPY {s} ({cols}) FROM STDIN").format(s=ident(f"{table}_stage"), cols=cols)
+    return sql.SQL("COPY {s} ({cols}) FROM STDIN (FORMAT BINARY)").format(
+        s=ident(staging(table)), cols=cols)
 
 
 def insert_from_staging(table: str) -> sql.Composed:
@@ -111,7 +120,7 @@ def insert_from_staging(table: str) -> sql.Composed:
     cols = sql.SQL(", ").join(ident(c) for c in COLUMNS)
     return sql.SQL(
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON CONFLICT DO NOTHING"
-    ).format(t=ident(table), s=ident(f"{table}_stage"), cols=cols)
+    ).format(t=ident(table), s=ident(staging(table)), cols=cols)
 
 
 def partition_name(table: str, day: date) -> str:
@@ -133,27 +142,42 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot archive a value of type {type(value).__name__}")
 
 
-def _text(value: str | None) -> bytes:
-    if value is None:
-        return b"\\N"
-    raw = value.encode()
-    if b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\r" in raw:
-        raw = (raw.replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
-               .replace(b"\n", b"\\n").replace(b"\r", b"\\r"))
-    return raw
+# PostgreSQL types of a :func:`copy_row`, for ``Copy.set_types`` (binary COPY).
+COPY_TYPES = ("uuid", "timestamptz", "text", "int4", "text", "text", "text", "text",
+              "text", "int4", "int8", "jsonb")
+_JSONB_OID = 3802  # fixed in PostgreSQL's catalog (pg_type.dat)
 
 
-def copy_line(topic: str, partition: int, offset: int, ev: Envelope) -> bytes:
-    """One line of ``COPY ... FROM STDIN`` text format, columns in :data:`COLUMNS` order."""
-    payload = orjson.dumps(ev.payload, default=_plain)
-    if b"\\" in payload:  # JSON has no raw tabs/newlines; only backslashes need escaping
-        payload = payload.replace(b"\\", b"\\\\")
-    return b"\t".join((
-        str(ev.event_id).encode(), ev.occurred_at.isoformat().encode(), _text(ev.type),
-        b"%d" % ev.schema_version, _text(ev.producer), _text(ev.subject_id),
-        _text(ev.correlation_id), _text(ev.causation_id), _text(topic),
-        b"%d" % partition, b"%d" % offset, payload,
-    )) + b"\n"
+class JsonText(bytes):
+    """JSON text already encoded (by orjson), sent to a ``jsonb`` column as is."""
+
+    __slots__ = ()
+
+
+class JsonTextDumper(Dumper):
+    """Binary ``jsonb`` from :class:`JsonText`: the format version byte, then the text.
+
+    Register it on the cursor doing the ``COPY``
+    (``cur.adapters.register_dumper(JsonText, JsonTextDumper)``): psycopg
+    then dumps every ``jsonb`` field of that copy with it.
+    """
+
+    format = Format.BINARY
+    oid = _JSONB_OID
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + obj
+
+
+def copy_row(topic: str, partition: int, offset: int, ev: Envelope) -> tuple[Any, ...]:
+    """One row for ``Copy.write_row``, columns in :data:`COLUMNS` order.
+
+    psycopg's C dumpers encode ids, times and numbers in binary; only the
+    payload is serialised in Python (orjson).
+    """
+    return (ev.event_id, ev.occurred_at, ev.type, ev.schema_version, ev.producer,
+            ev.subject_id, ev.correlation_id, ev.causation_id, topic, partition, offset,
+            JsonText(orjson.dumps(ev.payload, default=_plain)))
 
 
 # --- stored rows back to envelopes -----------------------------------------------
