@@ -114,8 +114,8 @@ class EventArchive:
     def _configure(conn: psycopg.Connection[Any]) -> None:
         set_json_loads(orjson.loads, conn)
         if conn not in _SIZED:  # once per session, before its first temporary row
-            # A 5 000-event batch stages ~7 MB (mostly jsonb): with the default 8 MB
-            # of temp buffers the staging table spills to disk at every batch.
+            # A 5 000-event batch stages ~7 MB (mostly jsonb), about all of the
+            # default 8 MB of temp buffers; bigger batches would spill to disk.
             try:
                 conn.execute(f"SET temp_buffers = '{_TEMP_BUFFERS}'")
             except psycopg.errors.InvalidParameterValue:  # temp tables already used
