@@ -45,6 +45,9 @@ def freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """Plain mutable copy of a frozen value (dicts and lists)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value  # the common case, without the slow ABC check below
     if isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):

@@ -54,10 +54,11 @@ def memory_entries(events: Sequence[Sourced]) -> list[tuple[str, str, dict[str, 
     out = []
     for _, _, _, ev in events:
         if ev.type in MEMORY_TYPES:
-            # Personal fields stay out of memory: they live only, encrypted, in events.
+            # Personal fields stay out of memory, so erasing a data subject only
+            # has to reach the events.
             personal = CATALOG[ev.type].personal_fields
             entry = {"type": ev.type, "at": ev.occurred_at.isoformat(),
-                     "payload": {k: v for k, v in thaw(ev.payload).items() if k not in personal}}
+                     "payload": {k: thaw(v) for k, v in ev.payload.items() if k not in personal}}
             out.append((ev.producer, str(ev.event_id), entry))
     return out
 
