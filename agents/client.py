@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import tempfile
@@ -88,6 +89,7 @@ class AgentClient:
             outbox_path = Path(tempfile.gettempdir()) / "selflearn-outbox" / f"{agent_id}.db"
         self._outbox = Outbox(outbox_path)
         self._producer: BackgroundProducer | None = None
+        self._offline_seq = itertools.count(self._outbox.max_seq() + 1)  # no broker: outbox only
         if bootstrap is not None:
             all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
             self._producer = BackgroundProducer(
@@ -195,7 +197,7 @@ class AgentClient:
 
     def _submit(self, topic: str, value: bytes) -> None:
         if self._producer is None:
-            self._outbox.put_many([(self._outbox.max_seq() + 1, topic, self._key, value)])
+            self._outbox.put_many([(next(self._offline_seq), topic, self._key, value)])
         else:
             self._producer.submit(topic, self._key, value)
 

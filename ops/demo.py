@@ -11,6 +11,7 @@ report, and everything it started is stopped (``--keep-running`` leaves it).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -52,8 +53,6 @@ def _start_vision(settings: Settings, addresses: Addresses, duration: float) -> 
     argv = [sys.executable, "-m", "ops.cli", "vision", "--source",
             str(data_path("video/Megamind.avi")), "--loop", "--fps", "30",
             "--duration", f"{duration:.0f}", "--camera-id", "camera-1"]
-    import os
-
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
@@ -82,7 +81,7 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         vision_stats = _finish_vision(vision)
         vision = None
         with console.status("letting the worker finish learning from the last events ..."):
-            time.sleep(3 * float(_checkpoint_s()))
+            time.sleep(3 * float(os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0")))
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
         report, learned = _write_report(settings, addresses, console)
@@ -103,12 +102,6 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         else:
             console.print("[yellow]--keep-running:[/] worker and servers left running; "
                           "`selflearn down` stops the servers")
-
-
-def _checkpoint_s() -> str:
-    import os
-
-    return os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0")
 
 
 def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed: float,

@@ -164,14 +164,3 @@ class OnlineFeatureStore:
             entity=entity, values=values(counters), counters=counters,
             version=int(meta.get("version", 0)), as_of_us=int(meta.get("as_of_us", 0)),
         )
-
-    def applied_offsets(self, entity: str) -> dict[str, int]:
-        """The last applied offset per ``topic:partition`` for an entity."""
-        raw = self.r.hgetall(self.key(entity))
-        out = {}
-        for k, v in raw.items():
-            name = k.decode() if isinstance(k, bytes) else k
-            if name.startswith("off:"):
-                out[name[4:]] = int(v)
-        return out
-

@@ -11,14 +11,24 @@ from pathlib import Path
 
 from ops.config import Addresses, Settings
 
+# Placeholder addresses for servers a benchmark does not use: configured, so not started.
+_UNUSED = {"kafka": {"kafka_bootstrap": "unused:0"}, "redis": {"redis_url": "redis://unused:0/0"}}
+
 
 @contextmanager
-def running_stack() -> Iterator[tuple[Settings, Addresses]]:
-    """Servers from SELFLEARN_* variables, else a private embedded stack in a temp folder."""
+def running_stack(without: tuple[str, ...] = ()) -> Iterator[tuple[Settings, Addresses]]:
+    """Servers from SELFLEARN_* variables, else a private embedded stack in a temp folder.
+
+    ``without`` names servers the benchmark does not need (``"kafka"``, ``"redis"``);
+    those are not started unless configured.
+    """
     from ops.stack import down, up
 
     with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}")
+        skip = {k: v for name in without for k, v in _UNUSED[name].items()
+                if not Settings().configured(name)}
+        settings = Settings(data_dir=Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+                            **skip)
         try:
             yield settings, up(settings)
         finally:

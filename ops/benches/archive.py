@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import statistics
-import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from ops.benches._common import running_stack
 from schemas import Envelope, encode, new_event
 from streams.store import Sourced
 
@@ -139,24 +135,6 @@ def sourced(events: list[Envelope], topic: str = "selflearn.agent",
     return out
 
 
-@contextmanager
-def database() -> Iterator[str]:
-    """A PostgreSQL URL: ``SELFLEARN_DATABASE_URL`` or a private embedded server."""
-    from ops.config import Settings
-    from ops.stack import down, up
-
-    if os.environ.get("SELFLEARN_DATABASE_URL"):
-        yield os.environ["SELFLEARN_DATABASE_URL"]
-        return
-    with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), kafka_bootstrap="unused:0",
-                            redis_url=os.environ.get("SELFLEARN_REDIS_URL", "redis://unused:0/0"))
-        try:
-            yield up(settings).database_url
-        finally:
-            down(settings)
-
-
 def run(n: int = 100_000, batch: int = 5_000, runs: int = 3) -> dict[str, Any]:
     """Write ``n`` events ``runs`` times (fresh table each run); return the numbers."""
     from projections.archive import EventArchive
@@ -164,7 +142,8 @@ def run(n: int = 100_000, batch: int = 5_000, runs: int = 3) -> dict[str, Any]:
     events = sourced(realistic_events(n, start=datetime(2025, 3, 1, tzinfo=UTC)))
     mean_bytes = statistics.fmean(len(encode(ev)) for _, _, _, ev in events[:5_000])
     rates: list[float] = []
-    with database() as dsn:
+    with running_stack(without=("kafka", "redis")) as (_, addresses):
+        dsn = addresses.database_url
         for _ in range(runs):
             archive = EventArchive(dsn, table=f"bench_{uuid.uuid4().hex[:8]}")
             backend = archive.ensure_schema()

@@ -19,37 +19,14 @@ Targets: events_per_s >= 100 000. PostgreSQL and Redis come from
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from ops.benches._common import running_stack
 from ops.benches.archive import realistic_events, sourced
-
-
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """``(database_url, redis_url)`` from the environment or a private embedded stack."""
-    from ops.config import Settings
-    from ops.stack import down, up
-
-    db, rd = os.environ.get("SELFLEARN_DATABASE_URL"), os.environ.get("SELFLEARN_REDIS_URL")
-    if db and rd:
-        yield db, rd
-        return
-    with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), kafka_bootstrap="unused:0")
-        try:
-            addresses = up(settings)
-            yield addresses.database_url, addresses.redis_url
-        finally:
-            down(settings)
 
 
 def run(n: int = 100_000, runs: int = 3) -> dict[str, Any]:
@@ -62,7 +39,8 @@ def run(n: int = 100_000, runs: int = 3) -> dict[str, Any]:
     from streams.store import OnlineFeatureStore
 
     events = sourced(realistic_events(n, start=datetime(2025, 3, 1, tzinfo=UTC)))
-    with servers() as (dsn, redis_url):
+    with running_stack(without=("kafka",)) as (_, addresses):
+        dsn, redis_url = addresses.database_url, addresses.redis_url
         archive = EventArchive(dsn, table=f"bench_{uuid.uuid4().hex[:8]}")
         archive.ensure_schema()
         for i in range(0, n, 5_000):
