@@ -76,6 +76,7 @@ class AgentClient:
         decision_kind: str | None = None,
         redis_url: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_decision: Callable[[Decision], object] | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -101,12 +102,12 @@ class AgentClient:
         self.engine: DecisionEngine | None = None
         if decision_kind is not None:
             self.engine = DecisionEngine(agent_id, decision_kind, redis_url=redis_url,
-                                         prefix=topic_prefix)
+                                         prefix=topic_prefix, on_decision=on_decision)
 
     @classmethod
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
-        from ops.config import Settings, resolve
+        from schemas.settings import Settings, resolve
 
         settings = settings or Settings()
         addresses = resolve(settings)

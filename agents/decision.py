@@ -36,11 +36,10 @@ from typing import Any
 
 import orjson
 
-from ops.metrics import observe_decision
+from projections.feature_store import feature_key, parse_counters
+from projections.features import values
 from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner
 from schemas.policy import LivePolicy, ModelRef, policy_key
-from streams.features import values
-from streams.store import feature_key, parse_counters
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,6 @@ class DecisionEngine:
             context=context, features=features,
             latency_us=(time.perf_counter() - start) * 1e6,
         )
-        observe_decision(self.agent_id, label, decision.latency_us / 1e6)
         if self._on_decision is not None:
             self._on_decision(decision)
         return decision

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.outbox import Outbox, Row
+from streams.topics import ensure_topics, kafka_tls
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +73,6 @@ def _quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         target.setLevel(level)
-
-
-def _tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
-    return {"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context else {}
-
-
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
-                        ssl_context: ssl.SSLContext | None = None) -> None:
-    """Create missing topics (``partitions`` each); existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
-                                **_tls(ssl_context))
-    await admin.start()
-    try:
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
 
 
 class BackgroundProducer:
@@ -189,7 +171,7 @@ class BackgroundProducer:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
                     enable_idempotence=idempotent, request_timeout_ms=self._timeout_ms,
-                    max_batch_size=256 * 1024, **_tls(self._ssl),
+                    max_batch_size=256 * 1024, **kafka_tls(self._ssl),
                 )
                 try:
                     # aiokafka logs a refused InitProducerId as an error; here it is an

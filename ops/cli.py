@@ -37,7 +37,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 
 def load_settings(data_dir: str | None = None) -> Any:
     """Settings from the environment, with ``--data-dir`` taking precedence."""
-    from ops.config import Settings
+    from schemas.settings import Settings
 
     settings = Settings()
     if data_dir is not None:
@@ -92,8 +92,8 @@ def status_cmd(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     report = status(settings)
     reachable = all(info["reachable"] for info in report["servers"].values())
     if reachable:
-        from ops.config import resolve
         from ops.fleet import fleet_report, print_fleet
+        from schemas.settings import resolve
 
         report["fleet"] = fleet_report(settings, resolve(settings))
     _show(report, as_json, title="selflearn stack")

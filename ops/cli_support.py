@@ -8,7 +8,7 @@ from ops.cli import fail
 
 
 def resolve_or_fail(settings: Any) -> Any:
-    from ops.config import StackNotRunning, resolve
+    from schemas.settings import StackNotRunning, resolve
 
     try:
         return resolve(settings)

@@ -23,16 +23,16 @@ def worker(
     """Run a Faust worker (features, projections); start more to scale out by partitions."""
     import sys
 
-    from ops.config import StackNotRunning, resolve
+    from schemas.settings import StackNotRunning, resolve
 
     settings = load_settings(data_dir)
     try:
         resolve(settings)
     except StackNotRunning as exc:
         fail(str(exc))
-    from streams.app import app as faust_app
+    from ops.worker_app import app as faust_app
 
-    sys.argv = ["faust", "-A", "streams.app", "worker", "-l", loglevel, "--without-web"]
+    sys.argv = ["faust", "-A", "ops.worker_app", "worker", "-l", loglevel, "--without-web"]
     faust_app.main()
 
 
@@ -120,9 +120,9 @@ def vision(
     """Run the vision agent: detect and blur faces, emit frame.processed events (no pixels)."""
     from agents.client import AgentClient
     from agents.vision import run_vision
-    from ops.config import StackNotRunning
     from ops.data import data_path
     from ops.metrics import observe_frame, start_metrics_server
+    from schemas.settings import StackNotRunning
 
     settings = load_settings(data_dir)
     src: str | int = source or str(data_path("video/Megamind.avi"))

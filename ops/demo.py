@@ -26,14 +26,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agents.client import AgentClient
-from ops.config import Addresses, Settings
 from ops.data import data_path
 from ops.demo_agents import RUNNERS, AgentPlan, plans
 from ops.demo_agents import Progress as AgentProgress
-from ops.metrics import start_metrics_server
+from ops.metrics import decision_observer, start_metrics_server
 from ops.processes import Spawned, stop
 from ops.worker import start_worker, wait_ready, worker_env
 from projections.policy_store import PolicyStore
+from schemas.settings import Addresses, Settings
 
 
 @dataclass
@@ -81,7 +81,7 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         vision_stats = _finish_vision(vision)
         vision = None
         with console.status("letting the worker finish learning from the last events ..."):
-            time.sleep(3 * float(os.environ.get("SELFLEARN_CHECKPOINT_S", "2.0")))
+            time.sleep(3 * settings.checkpoint_s)
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
         report, learned = _write_report(settings, addresses, console)
@@ -113,7 +113,8 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
         client = AgentClient(plan.agent_id, bootstrap=addresses.kafka_bootstrap,
                              topic_prefix=settings.topic_prefix, decision_kind=plan.kind,
                              redis_url=addresses.redis_url, partitions=settings.partitions,
-                             outbox_path=Path(settings.data_dir) / "outbox" / f"{plan.agent_id}.db")
+                             outbox_path=Path(settings.data_dir) / "outbox" / f"{plan.agent_id}.db",
+                             on_decision=decision_observer(plan.agent_id))
         clients.append(client)
         progress[plan.agent_id] = AgentProgress()
         t = threading.Thread(target=_guarded, args=(RUNNERS[plan.kind], client, plan,

@@ -30,10 +30,12 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+from streams.sensor import Sensor
 
 PORT_ENV = "SELFLEARN_METRICS_PORT"
 ADDR_ENV = "SELFLEARN_METRICS_ADDR"
@@ -224,3 +226,31 @@ def _gauge_value(gauge: Gauge, **labels: str) -> float | None:
     """Current value of a labelled gauge, ``None`` if that child was never set."""
     value = REGISTRY.get_sample_value(gauge._name, labels)  # type: ignore[attr-defined]
     return value
+
+
+def decision_observer(agent: str) -> Callable[[Any], None]:
+    """An ``on_decision`` hook for the SDK that records each answer's latency."""
+
+    def observe(decision: Any) -> None:
+        observe_decision(agent, decision.policy, decision.latency_us / 1e6)
+
+    return observe
+
+
+class PrometheusSensor(Sensor):
+    """The worker's sensor hooks, exported to Prometheus."""
+
+    def on_batch(self, topic: str, n: int) -> None:
+        observe_batch(topic, n)
+
+    def on_dead_letter(self, reason: str, n: int = 1) -> None:
+        observe_dead_letter(reason, n)
+
+    def on_learner(self, agent: str, model: str, metrics: Mapping[str, Any]) -> None:
+        observe_learner(agent, model, metrics)
+
+    def on_transition(self, agent: str, event_type: str, canary_percent: float | None) -> None:
+        observe_transition(agent, event_type, canary_percent)
+
+    def on_lag(self, topic: str, partition: int, lag: float) -> None:
+        set_consumer_lag(topic, partition, lag)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.config import Addresses, Settings
+from schemas.settings import Addresses, Settings
 
 log = logging.getLogger(__name__)
 

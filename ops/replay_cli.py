@@ -115,8 +115,8 @@ def _rebuild(settings: Any, addresses: Any, events: Any, prefix: str | None) -> 
     """Rebuild features into a fresh prefix and compare every entity with the live store."""
     import math
 
+    from projections.feature_store import OnlineFeatureStore
     from projections.replay import rebuild_features
-    from streams.store import OnlineFeatureStore
 
     r = redis_client(addresses.redis_url)
     prefix = prefix or f"{settings.topic_prefix}-replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
@@ -207,7 +207,7 @@ async def _send_keyed(settings: Any, bootstrap: str, topic: str, key: bytes,
     """Produce one record keyed like the SDK does (so it lands in the agent's partition)."""
     from aiokafka import AIOKafkaProducer
 
-    from agents.producer import ensure_topics
+    from streams.topics import ensure_topics
 
     tls = settings.kafka_ssl_context()
     extra = {"security_protocol": "SSL", "ssl_context": tls} if tls else {}

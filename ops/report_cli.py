@@ -31,9 +31,9 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Write a self-contained HTML report: live vs shadow metrics, canary, latency, vision."""
-    from ops.config import StackNotRunning, resolve
     from ops.report import build_report, gather, write_report
     from ops.report import serve as serve_report
+    from schemas.settings import StackNotRunning, resolve
 
     settings = load_settings(data_dir)
     try:

@@ -5,7 +5,7 @@ not configure (Kafka-protocol broker, PostgreSQL, Redis), waits until each
 answers its own protocol, and records addresses and PIDs in
 ``<data_dir>/stack.json``. ``down`` stops exactly the recorded processes.
 
->>> from ops.config import Settings
+>>> from schemas.settings import Settings
 >>> sorted(status(Settings(data_dir="/nonexistent", _env_file=None))["servers"])
 ['kafka', 'mlflow', 'postgres', 'redis']
 """
@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ops import servers
-from ops.config import (
+from ops.probes import PROBES
+from ops.processes import Spawned, free_port, is_alive, stop, tail, wait_until
+from ops.worker import stop_workers
+from schemas.settings import (
     SERVERS,
     Addresses,
     Settings,
@@ -34,9 +37,6 @@ from ops.config import (
     read_stack_file,
     resolve,
 )
-from ops.probes import PROBES
-from ops.processes import Spawned, free_port, is_alive, stop, tail, wait_until
-from ops.worker import stop_workers
 
 
 class StackError(RuntimeError):

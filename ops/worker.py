@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ops.config import Addresses, Settings
 from ops.processes import Spawned, spawn, stop
+from schemas.settings import Addresses, Settings
 
 WORKERS_FILE = "workers.json"
 
@@ -31,12 +31,12 @@ def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[s
 
 
 def start_worker(settings: Settings, addresses: Addresses, log: Path, **extra: str) -> Spawned:
-    """Start ``faust -A streams.app worker`` detached; returns its PID and log file.
+    """Start ``faust -A ops.worker_app worker`` detached; returns its PID and log file.
 
     The worker is recorded in ``<data_dir>/workers.json`` so ``selflearn down``
     stops it with the servers.
     """
-    argv = [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info",
+    argv = [sys.executable, "-m", "faust", "-A", "ops.worker_app", "worker", "-l", "info",
             "--without-web"]
     spawned = spawn(argv, log, env=worker_env(settings, addresses, **extra))
     registry = Path(settings.data_dir) / WORKERS_FILE

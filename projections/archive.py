@@ -56,7 +56,7 @@ from psycopg_pool import ConnectionPool
 
 from projections import archive_sql as q
 from projections.archive_cold import ColdStore
-from streams.store import Sourced
+from projections.feature_store import Sourced
 
 log = logging.getLogger(__name__)
 Backend = str  # "timescaledb" or "partitioned"

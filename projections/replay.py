@@ -2,7 +2,7 @@
 
 The offline side of the feature store lives here too: :func:`point_in_time_features`
 recomputes, from the archive, the feature values an entity had at any past
-moment, with the same :mod:`streams.features` definition the online store uses.
+moment, with the same :mod:`projections.features` definition the online store uses.
 
 Order is event time, then event id — the order in which a replay is
 deterministic, whatever order the broker delivered events in.
@@ -32,9 +32,9 @@ from typing import Any
 
 from projections import archive_sql as q
 from projections.archive import EventArchive
+from projections.feature_store import OnlineFeatureStore, Sourced
+from projections.features import deltas, reference, values
 from schemas import CATALOG, Envelope, EventValidationError, decode, from_dict
-from streams.features import deltas, reference, values
-from streams.store import OnlineFeatureStore, Sourced
 
 log = logging.getLogger(__name__)
 AGENT_FEATURE_TYPES = ("task.completed", "review.completed", "review.requested")
@@ -272,7 +272,7 @@ def features_of(events: Iterable[Envelope], entity: str) -> dict[str, float]:
 def point_in_time_features(archive: EventArchive, entity: str, at: datetime) -> dict[str, float]:
     """Feature values of ``entity`` as they were at ``at`` (events with ``occurred_at <= at``).
 
-    The offline twin of :meth:`streams.store.OnlineFeatureStore.get`: same
+    The offline twin of :meth:`projections.feature_store.OnlineFeatureStore.get`: same
     definitions, computed from the archive (hot and cold), so training data
     can be joined to the features a decision really saw.
     """

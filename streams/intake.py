@@ -30,9 +30,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from agents.producer import ensure_topics
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
+from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ops.metrics import observe_batch, observe_dead_letter, observe_learner, observe_transition
 from projections.archive import ArchiveProjection
+from projections.feature_store import Sourced
 from projections.learning import LearningRuntime
+from projections.online import FeatureProjection
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
 from projections.registry import ModelRegistry
 from schemas import CATALOG, encode
 from schemas.deadletter import dead_letter
 from schemas.errors import ReasonCode
-from streams.processing import FeatureProjection, Raw, split
-from streams.store import Sourced
+from streams.processing import Raw, split
+from streams.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class WorkerPipeline:
 
     def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
                  learning: LearningRuntime, policies: PolicyStore,
-                 registry: ModelRegistry | None = None) -> None:
+                 registry: ModelRegistry | None = None, sensor: Sensor | None = None) -> None:
+        self.sensor = sensor or Sensor()
         self.features = features
         self.archive = archive
         self.learning = learning
@@ -55,8 +57,8 @@ class WorkerPipeline:
     def handle(self, batch: Sequence[Raw]) -> Publish:
         """Decode once, then features → learning → archive; bad input becomes dead letters."""
         for topic, n in Counter(r[0] for r in batch).items():
-            observe_batch(topic, n)
-        result = split(batch)
+            self.sensor.on_batch(topic, n)
+        result = split(batch, self.sensor)
         out = Publish(dead=result.dead)
         self.features.apply(result.events)
         for sourced in result.events:
@@ -71,7 +73,7 @@ class WorkerPipeline:
             produced = self.learning.apply(topic, partition, offset, event)
         except Exception as exc:  # a model bug must not stop the worker; keep the event
             log.exception("learning failed on %s@%s:%d", topic, partition, offset)
-            observe_dead_letter(ReasonCode.PROCESSING_FAILED.value)
+            self.sensor.on_dead_letter(ReasonCode.PROCESSING_FAILED.value)
             out.dead.append(dead_letter(
                 encode(event), reason=ReasonCode.PROCESSING_FAILED.value, error=repr(exc),
                 source="worker", topic=topic, partition=partition, offset=offset,
@@ -86,7 +88,7 @@ class WorkerPipeline:
         """New live policy to Redis (read models poll it); models entering canary to MLflow."""
         if not self.policies.publish(t.policy, t.snapshots):
             return  # not newer: a replay of a transition already published
-        observe_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
+        self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
         if self.registry is not None and t.event.type.startswith("promotion."):
             metrics = next((s.shadow.metrics(t.policy.agent_id)
                             for s in self.learning.shards.values()
@@ -108,4 +110,4 @@ class WorkerPipeline:
         for shard in self.learning.shards.values():
             for agent in shard.shadow.models:
                 for model, metrics in shard.shadow.metrics(agent).items():
-                    observe_learner(agent, model, metrics)
+                    self.sensor.on_learner(agent, model, metrics)

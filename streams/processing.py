@@ -5,25 +5,15 @@ Kept free of Faust so it can be tested without a worker and reused by replay.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import redis
-
-from ops.metrics import observe_dead_letter
-from schemas import CATALOG, EventValidationError, decode
+from projections.feature_store import Sourced
+from schemas import EventValidationError, decode
 from schemas.deadletter import dead_letter
-from schemas.envelope import thaw
-from streams.memory import ShortTermMemory
-from streams.store import OnlineFeatureStore, Sourced
-
-log = logging.getLogger(__name__)
+from streams.sensor import Sensor
 
 Raw = tuple[str, int, int, bytes | None]  # (topic, partition, offset, value)
-MEMORY_TYPES = frozenset({"task.estimated", "task.completed", "review.requested",
-                          "review.completed", "decision.made"})
 
 
 @dataclass
@@ -34,60 +24,17 @@ class BatchResult:
     dead: list[bytes] = field(default_factory=list)
 
 
-def split(batch: Sequence[Raw]) -> BatchResult:
+def split(batch: Sequence[Raw], sensor: Sensor | None = None) -> BatchResult:
     """Decode a batch; anything that fails validation becomes a dead-letter record."""
     out = BatchResult()
     for topic, partition, offset, value in batch:
         try:
             out.events.append((topic, partition, offset, decode(value)))
         except EventValidationError as exc:
-            observe_dead_letter(exc.reason.value)
+            if sensor is not None:
+                sensor.on_dead_letter(exc.reason.value)
             out.dead.append(dead_letter(
                 value, reason=exc.reason.value, error=exc.message, source="worker",
                 topic=topic, partition=partition, offset=offset,
             ))
     return out
-
-
-def memory_entries(events: Sequence[Sourced]) -> list[tuple[str, str, dict[str, object]]]:
-    """Recent-context entries for short-term memory (re-delivery rewrites the same key)."""
-    out = []
-    for _, _, _, ev in events:
-        if ev.type in MEMORY_TYPES:
-            # Personal fields stay out of memory, so erasing a data subject only
-            # has to reach the events.
-            personal = CATALOG[ev.type].personal_fields
-            entry = {"type": ev.type, "at": ev.occurred_at.isoformat(),
-                     "payload": {k: thaw(v) for k, v in ev.payload.items() if k not in personal}}
-            out.append((ev.producer, str(ev.event_id), entry))
-    return out
-
-
-class FeatureProjection:
-    """Applies valid events to the online feature store and short-term memory.
-
-    Redis errors are retried with back-off: the batch is not acknowledged
-    until it is applied, so an outage stalls the worker and loses nothing.
-    """
-
-    def __init__(
-        self, store: OnlineFeatureStore, memory: ShortTermMemory | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.store = store
-        self.memory = memory
-        self._sleep = sleep
-
-    def apply(self, events: Sequence[Sourced]) -> int:
-        delay = 0.05
-        while True:
-            try:
-                applied = self.store.apply(events)
-                if self.memory is not None:
-                    self.memory.remember_many(memory_entries(events))
-                return applied
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, 2.0)
-

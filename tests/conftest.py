@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.config import Addresses, Settings
+from schemas.settings import Addresses, Settings
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,13 @@ import redis
 
 from ops import servers
 from ops.benches.archive import realistic_events, sourced
-from ops.config import Addresses
 from ops.processes import Spawned, free_port, stop, wait_until
 from projections.archive import ArchiveProjection, EventArchive
 from projections.archive_cold import ColdStore
+from projections.feature_store import OnlineFeatureStore, Sourced
 from projections.replay import point_in_time_features, read_events, rebuild_features
 from schemas import Envelope
-from streams.store import OnlineFeatureStore, Sourced
+from schemas.settings import Addresses
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -25,7 +25,6 @@ from agents.client import AgentClient
 from agents.decision import new_learner
 from ops.audit import audit_decision, audit_sample
 from ops.cli import app
-from ops.config import Addresses, Settings
 from ops.data import data_path
 from ops.processes import Spawned, stop
 from ops.worker import start_worker, wait_ready, worker_env
@@ -36,6 +35,7 @@ from projections.registry import ModelRegistry
 from schemas import decode
 from schemas.catalog import topic_name
 from schemas.policy import LivePolicy, ModelRef, model_key
+from schemas.settings import Addresses, Settings
 from tests.kafka_util import read_topic
 
 N = 1000

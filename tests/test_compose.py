@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ops.config import Settings
+from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -187,7 +187,7 @@ def test_kafka_is_kraft_with_tls_only_listeners(services: dict[str, dict[str, An
 def test_every_selflearn_service_gets_the_addresses(services: dict[str, dict[str, Any]]) -> None:
     ours = {name: s for name, s in services.items() if is_selflearn(s)}
     assert "worker" in ours
-    for field in ADDRESSES:  # the names really are ops.config settings
+    for field in ADDRESSES:  # the names really are schemas.settings settings
         assert field in Settings.model_fields
     for name, service in ours.items():
         env = {k: blank_variables(v) for k, v in env_of(service).items()}

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ops.config import Addresses, Settings
 from ops.data import data_path
 from ops.pipeline_eval import evaluate_through_pipeline
 from projections.datasets import read_storypoints
 from projections.evaluate import evaluate_storypoints
 from projections.learners import TASK_LEARNERS
+from schemas.settings import Addresses, Settings
 
 PROJECTS = ("bamboo", "mule")
 ROWS = 150

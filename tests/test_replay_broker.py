@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.client import AgentClient
-from ops.config import Addresses, Settings
 from projections.replay import read_broker
 from schemas.catalog import topic_name
+from schemas.settings import Addresses, Settings
 
 
 def test_read_broker_returns_every_event_in_time_order(stack: Addresses, settings: Settings,

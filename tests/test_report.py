@@ -208,11 +208,11 @@ def test_gather_reads_archive_redis_and_dead_letters_from_real_servers(
     import redis
     from aiokafka import AIOKafkaProducer
 
-    from agents.producer import ensure_topics
     from ops.report import gather
     from projections.archive import EventArchive
     from projections.policy_store import PolicyStore
     from schemas.deadletter import dead_letter
+    from streams.topics import ensure_topics
 
     agent, reason = f"rep-{uuid.uuid4().hex[:8]}", f"reason-{uuid.uuid4().hex[:8]}"
     evs = [_decision(agent, "task_estimate", "champion", 10.0 * i, i) for i in range(10)]

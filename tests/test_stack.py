@@ -15,10 +15,10 @@ import psycopg
 import pytest
 import redis
 
-from ops.config import Addresses, Settings, StackNotRunning, read_stack_file, resolve
 from ops.probes import split_host_port
 from ops.processes import free_port, port_open
 from ops.stack import down, status, up
+from schemas.settings import Addresses, Settings, StackNotRunning, read_stack_file, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_VARS = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL", "MLFLOW_URI", "DATA_DIR")

@@ -15,15 +15,15 @@ import pytest
 import redis
 
 from agents.client import AgentClient
-from ops.config import Addresses, Settings
 from ops.processes import Spawned, stop
 from ops.worker import start_worker, wait_ready
+from projections.feature_store import OnlineFeatureStore
+from projections.features import reference
+from projections.memory import ShortTermMemory
 from schemas import Envelope
 from schemas.catalog import DEAD_LETTER, topic_name
 from schemas.deadletter import parse_dead_letter
-from streams.features import reference
-from streams.memory import ShortTermMemory
-from streams.store import OnlineFeatureStore
+from schemas.settings import Addresses, Settings
 from tests.kafka_util import read_topic
 
 AGENTS = [f"agent-{i}" for i in range(8)]

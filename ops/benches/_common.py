@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ops.config import Addresses, Settings
+from schemas.settings import Addresses, Settings
 
 # Placeholder addresses for servers a benchmark does not use: configured, so not started.
 _UNUSED = {"kafka": {"kafka_bootstrap": "unused:0"}, "redis": {"redis_url": "redis://unused:0/0"}}

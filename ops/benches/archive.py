@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ops.benches._common import running_stack
+from projections.feature_store import Sourced
 from schemas import Envelope, encode, new_event
-from streams.store import Sourced
 
 AGENTS = ("code-reviewer", "doc-keeper", "architecture-advisor", "task-estimator",
           "test-writer", "security-auditor", "release-manager", "vision")

@@ -3,7 +3,7 @@
 Each decision is ``AgentClient.decide`` as an agent calls it: canary routing,
 a kNN-median model on real issue text, the input digest, and the two events
 handed to the background producer. ``p99_us_while_learning`` runs the same
-loop while ``projections.learn_load`` learns at full speed in another process,
+loop while ``ops.benches.learn_load`` learns at full speed in another process,
 at the CPU priority the worker runs with (``SELFLEARN_WORKER_NICE``, default 10).
 Decisions are issued at ``RATE_PER_S`` (40x the seed's load), not back to back:
 a closed loop would measure the producer thread saturating the GIL with
@@ -25,6 +25,7 @@ import redis
 from agents.client import AgentClient
 from ops.benches._common import percentile, running_stack
 from ops.data import data_path
+from ops.metrics import decision_observer
 from projections.datasets import read_storypoints, storypoint_projects
 from projections.learners import TASK_LEARNERS
 from schemas.policy import LivePolicy, ModelRef, model_key, policy_key
@@ -83,15 +84,16 @@ def run() -> dict[str, float]:
         client = AgentClient(AGENT, bootstrap=addresses.kafka_bootstrap,
                              topic_prefix=settings.topic_prefix, decision_kind="task_estimate",
                              redis_url=addresses.redis_url,
-                             outbox_path=Path(settings.data_dir) / "outbox.db")
+                             outbox_path=Path(settings.data_dir) / "outbox.db",
+                             on_decision=decision_observer(AGENT))
         deadline = time.monotonic() + 10
         while client.engine.policy is None and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.05)
         _measure(client, contexts, 2000)  # warm-up
         alone = _measure(client, contexts, N)
-        # Learning runs as deployed: at the worker's lower CPU priority (streams.app).
-        nice = int(os.environ.get("SELFLEARN_WORKER_NICE", "10"))
-        load = subprocess.Popen([sys.executable, "-m", "projections.learn_load"],
+        # Learning runs as deployed: at the worker's lower CPU priority (streams.worker).
+        nice = settings.worker_nice
+        load = subprocess.Popen([sys.executable, "-m", "ops.benches.learn_load"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=lambda: os.nice(nice))  # noqa: PLW1509
         try:

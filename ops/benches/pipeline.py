@@ -19,7 +19,7 @@ from agents.client import AgentClient
 from ops.benches._common import percentile, running_stack
 from ops.processes import stop
 from ops.worker import start_worker, wait_ready
-from streams.store import OnlineFeatureStore
+from projections.feature_store import OnlineFeatureStore
 
 AGENTS = [f"agent-{i}" for i in range(8)]
 N = 60_000

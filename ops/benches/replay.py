@@ -4,7 +4,7 @@
 
     events_per_s         median over runs: archived events read back (server-side
                          cursor, every type, decoded to Envelopes) and applied to an
-                         in-memory feature projection (streams.features.reference)
+                         in-memory feature projection (projections.features.reference)
     runs_events_per_s    each run
     redis_events_per_s   same, applied to a fresh OnlineFeatureStore in Redis
                          (rebuild_features), one run
@@ -34,9 +34,9 @@ def run(n: int = 100_000, runs: int = 3) -> dict[str, Any]:
     import redis
 
     from projections.archive import EventArchive
+    from projections.feature_store import OnlineFeatureStore
+    from projections.features import reference
     from projections.replay import AGENT_FEATURE_TYPES, read_events, rebuild_features
-    from streams.features import reference
-    from streams.store import OnlineFeatureStore
 
     events = sourced(realistic_events(n, start=datetime(2025, 3, 1, tzinfo=UTC)))
     with running_stack(without=("kafka",)) as (_, addresses):

@@ -3,7 +3,7 @@
 ``python -m ops.benches.vision`` prints one JSON object::
 
     fps_alone          median fps, Megamind.avi at native size, unpaced (no sleeping)
-    fps_under_load     same while ``python -m projections.learn_load`` runs
+    fps_under_load     same while ``python -m ops.benches.learn_load`` runs
     fps_drop_pct       100 * (fps_alone - fps_under_load) / fps_alone
     p50_frame_ms       median per-frame processing time under load (median over runs)
     p99_frame_ms       99th percentile per-frame processing time under load (median over runs)
@@ -13,7 +13,7 @@
     fps_under_niced_load, fps_drop_pct_niced, niced_load_cpu_cores
                        the same with the learner reniced to 10 (low priority)
     background_load    1-minute load average before starting (other users of the CPU)
-    load               which load ran: "projections.learn_load" or "inline-river"
+    load               which load ran: "ops.benches.learn_load" or "inline-river"
 
 Method: the learner is started once; then runs *alternate* between "alone" (learner
 paused with SIGSTOP) and "under load" (SIGCONT), so that other processes coming and
@@ -40,7 +40,7 @@ from agents.vision import run_vision
 from ops.data import data_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOAD_MODULE = "projections.learn_load"
+LOAD_MODULE = "ops.benches.learn_load"
 INLINE_LOAD = """
 from river import datasets, linear_model, preprocessing, tree
 models = [preprocessing.StandardScaler() | linear_model.LinearRegression(),

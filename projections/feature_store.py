@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 import redis
 
+from projections.features import WINDOW_S, deltas, values, window_start
 from schemas import Envelope
-from streams.features import WINDOW_S, deltas, values, window_start
 
 _APPLY = """
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')

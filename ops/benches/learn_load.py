@@ -1,4 +1,4 @@
-"""Learning at full speed, forever: ``python -m projections.learn_load``.
+"""Learning at full speed, forever: ``python -m ops.benches.learn_load``.
 
 Replays the shipped story-point data through the default task challengers
 (predict, then learn) in an endless loop until the process is killed; used by

@@ -15,7 +15,7 @@ import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +45,16 @@ class Settings(BaseSettings):
         Prefix of every topic name, so two runs can share one broker.
     partitions
         Partitions of each topic created by the project.
+    worker_batch, intake, worker_nice, checkpoint_s
+        The worker: records per batch, ``batch`` (aiokafka batches) or ``stream``
+        (a Faust agent), CPU niceness (learning yields to the real-time path),
+        seconds between learning checkpoints (acknowledgements wait for them).
+    rebalance_timeout, session_timeout
+        Consumer-group timers, short for the embedded broker's fast (re)joins.
+    memory_max_entries, memory_ttl_s
+        Short-term memory bound per agent and entry lifetime (100 000, 24 h).
+    metrics_port, metrics_addr
+        Prometheus endpoint of each process (0: a free port, logged).
     """
 
     model_config = SettingsConfigDict(env_prefix="SELFLEARN_", extra="ignore")
@@ -60,6 +70,16 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+    worker_batch: int = Field(default=5000, ge=1)
+    intake: Literal["batch", "stream"] = "batch"
+    worker_nice: int = 10
+    checkpoint_s: float = Field(default=2.0, gt=0)
+    rebalance_timeout: float = Field(default=4.0, gt=0)
+    session_timeout: float = Field(default=6.0, gt=0)
+    memory_max_entries: int = Field(default=100_000, ge=1)
+    memory_ttl_s: int = Field(default=24 * 3600, ge=1)
+    metrics_port: int = 0
+    metrics_addr: str = "127.0.0.1"
 
     def kafka_ssl_context(self) -> ssl.SSLContext | None:
         """TLS context for Kafka clients when ``kafka_security_protocol`` is SSL (production)."""
@@ -115,6 +135,19 @@ def default_mlflow_uri(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'mlflow.db'}"
 
 
+def _is_alive(pid: int, create_time: float | None) -> bool:
+    """True when ``pid`` runs and was started at ``create_time`` (a reused PID is not)."""
+    import psutil  # local: keeps the settings import light
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return not (create_time and abs(proc.create_time() - create_time) > 1.0)
+    except psutil.Error:
+        return False
+
+
 def _recorded_address(stack: dict[str, Any] | None, server: str) -> tuple[str | None, str]:
     """Address of ``server`` in ``stack.json`` and, when missing, why."""
     if stack is None:
@@ -124,9 +157,7 @@ def _recorded_address(stack: dict[str, Any] | None, server: str) -> tuple[str | 
         return None, f"stack.json has no {server}"
     pid = entry.get("pid")
     if pid is not None:
-        from ops.processes import is_alive  # local: keeps config import light
-
-        if not is_alive(pid, entry.get("create_time")):
+        if not _is_alive(pid, entry.get("create_time")):
             return None, f"the recorded {server} process (pid {pid}) is no longer running"
     return entry["address"], ""
 

@@ -1,0 +1,129 @@
+"""What a worker connects to, built at start-up and never at import.
+
+:func:`build_pipeline` is the pure wiring of the projections (a test or a
+doctest can call it with any addresses); :class:`WorkerRuntime` resolves the
+servers, lowers the CPU priority, runs the archive's DDL and builds the intake
+when the worker starts.
+
+>>> from schemas.settings import Addresses, Settings
+>>> addresses = Addresses("localhost:9092", "postgresql://localhost/x",
+...                       "redis://localhost:6379/0", "sqlite:///tmp/mlflow.db")
+>>> pipeline, archive = build_pipeline(Settings(_env_file=None), addresses)
+>>> type(pipeline).__name__, type(pipeline.features).__name__
+('WorkerPipeline', 'FeatureProjection')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import redis
+
+from projections.archive import ArchiveProjection, EventArchive
+from projections.archive_cold import ColdStore
+from projections.checkpoints import CheckpointStore
+from projections.feature_store import OnlineFeatureStore
+from projections.learning import LearningRuntime
+from projections.memory import ShortTermMemory
+from projections.online import FeatureProjection
+from projections.policy_store import PolicyStore
+from projections.registry import ModelRegistry
+from schemas.catalog import STREAMS, topic_name
+from schemas.settings import Addresses, Settings, StackNotRunning, resolve
+from streams.intake import BatchIntake
+from streams.pipeline import Publish, WorkerPipeline
+from streams.sensor import Sensor
+from streams.stream_intake import StreamIntake
+
+
+class Intake(Protocol):
+    """How events reach the pipeline: ``batch`` (aiokafka) or ``stream`` (a Faust agent)."""
+
+    consumer: Any  # for lag: anything with assignment(), position(tp), highwater(tp)
+
+    async def run(self) -> None:
+        """Consume until cancelled (the worker stopping)."""
+
+
+def build_pipeline(settings: Settings, addresses: Addresses,
+                   sensor: Sensor | None = None) -> tuple[WorkerPipeline, EventArchive]:
+    """Every projection of a worker, wired; connects to nothing until used."""
+    client = redis.Redis.from_url(addresses.redis_url)
+    prefix = settings.topic_prefix
+    archive = EventArchive(addresses.database_url,
+                           cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
+    pipeline = WorkerPipeline(
+        prefix,
+        features=FeatureProjection(
+            OnlineFeatureStore(client, prefix=prefix),
+            ShortTermMemory(client, prefix=prefix, max_entries=settings.memory_max_entries,
+                            ttl_s=settings.memory_ttl_s),
+        ),
+        archive=ArchiveProjection(archive),
+        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url)),
+        policies=PolicyStore(client, prefix=prefix),
+        registry=ModelRegistry(addresses.mlflow_uri),
+        sensor=sensor,
+    )
+    return pipeline, archive
+
+
+def broker_url(settings: Settings) -> str:
+    """``kafka://`` URL of the configured or embedded broker, Kafka's default if neither.
+
+    Reads ``stack.json`` at most; without a broker the worker fails at start-up
+    (in :meth:`WorkerRuntime.start`) with a message naming what is missing.
+    """
+    try:
+        return f"kafka://{resolve(settings).kafka_bootstrap}"
+    except StackNotRunning:
+        return "kafka://localhost:9092"
+
+
+class WorkerRuntime:
+    """The worker's connections and intake, created by :meth:`start`."""
+
+    def __init__(self, settings: Settings, publish: Callable[[Publish], Awaitable[None]],
+                 sensor: Sensor | None = None) -> None:
+        self.settings = settings
+        self.publish = publish
+        self.sensor = sensor or Sensor()
+        self.started = asyncio.Event()
+        self.archive: EventArchive | None = None
+        self.intake: Intake | None = None
+
+    async def start(self) -> Intake:
+        """Resolve servers, yield the CPU, create the archive schema, build the intake."""
+        s = self.settings
+        addresses = resolve(s)
+        # Learning must never slow the real-time path: on a shared machine the worker
+        # yields the CPU to agents and the frame loop (the vision bench measures it).
+        if s.worker_nice and hasattr(os, "nice"):
+            os.nice(s.worker_nice)
+        pipeline, self.archive = build_pipeline(s, addresses, self.sensor)
+        await asyncio.to_thread(self.archive.ensure_schema)
+        if s.intake == "batch":
+            self.intake = BatchIntake(
+                addresses.kafka_bootstrap, [topic_name(s.topic_prefix, t) for t in STREAMS],
+                f"{s.topic_prefix}-projections", pipeline, self.publish, batch=s.worker_batch,
+                checkpoint_s=s.checkpoint_s, ssl_context=s.kafka_ssl_context(),
+                session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions)
+        else:
+            self.intake = StreamIntake(pipeline, self.publish, batch=s.worker_batch,
+                                       checkpoint_s=s.checkpoint_s)
+        self.started.set()
+        return self.intake
+
+    async def report_lag(self) -> None:
+        """Lag per partition this worker owns (high watermark minus position)."""
+        consumer = self.intake.consumer if self.intake is not None else None
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            high = consumer.highwater(tp)
+            if position is not None and high is not None:
+                self.sensor.on_lag(tp.topic, tp.partition, high - position)
