@@ -71,7 +71,7 @@ def bench(
 
 @app.command()
 def evaluate(
-    what: Annotated[str, typer.Argument(help="storypoints | changes")],
+    what: Annotated[str, typer.Argument(help="storypoints | changes | faces")],
     data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
     = None,
     as_json: AsJson = False,
@@ -79,13 +79,24 @@ def evaluate(
         "--through-pipeline", help="Send the rows through broker, worker and shadow projection.")]
     = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write rolling MAE PNG here.")] = None,
+    clip: Annotated[list[Path] | None, typer.Option(
+        "--clip", help="faces: video clip to evaluate (repeatable; default: shipped).")] = None,
 ) -> None:
-    """Prequential evaluation of every learner on a folder of real data."""
+    """Prequential evaluation of every learner on real data; `faces`: blur vs a DNN detector."""
+    if what == "faces":
+        from ops.evaluation.faces import evaluate_faces, print_faces
+
+        faces = evaluate_faces(clip)
+        if as_json:
+            typer.echo(json.dumps(faces))
+        else:
+            print_faces(faces)
+        return
     from ops.data import data_path
     from projections import evaluate as ev
 
     if what not in ("storypoints", "changes"):
-        fail(f"unknown evaluation {what!r}; use storypoints or changes")
+        fail(f"unknown evaluation {what!r}; use storypoints, changes or faces")
     folder = data or data_path(what)
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")

@@ -1,0 +1,1 @@
+"""Evaluations that measure the agents against an independent reference (``selflearn evaluate``)."""
