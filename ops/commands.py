@@ -86,7 +86,10 @@ def evaluate(
     if what == "faces":
         from ops.evaluation.faces import evaluate_faces, print_faces
 
-        faces = evaluate_faces(clip)
+        try:
+            faces = evaluate_faces(clip)
+        except (FileNotFoundError, OSError) as exc:
+            fail(str(exc))
         if as_json:
             typer.echo(json.dumps(faces))
         else:
