@@ -89,6 +89,10 @@ class AgentClient:
         if outbox_path is None:
             outbox_path = Path(tempfile.gettempdir()) / "selflearn-outbox" / f"{agent_id}.db"
         self._outbox = Outbox(outbox_path)
+        # Producer identity (docs/exactly-once.md): projections de-duplicate by
+        # (producer id, epoch, dense sequence per stream), never by clock or offset.
+        self.producer_id, self.producer_epoch = self._outbox.next_epoch()
+        self._next_seq = dict.fromkeys(STREAMS, 0)
         self._producer: BackgroundProducer | None = None
         self._offline_seq = itertools.count(self._outbox.max_seq() + 1)  # no broker: outbox only
         if bootstrap is not None:
@@ -135,13 +139,19 @@ class AgentClient:
         try:
             if self._scrub is not None and not _scrubbed:
                 payload = self._scrub(event_type, payload)
-            # Id and queue position are taken together, so one agent's event ids
-            # increase in the order its events reach the broker (consumers rely on it).
+            stream = CATALOG[event_type].stream if event_type in CATALOG else "agent"
+            # Sequence and queue position are taken together, so each stream's
+            # sequence is dense in the order its events reach the broker; it is
+            # used up only by a valid event (a rejected one leaves no gap).
             with self._order:
+                seq = self._next_seq[stream]
                 event = new_event(
                     event_type, payload, producer=self.agent_id, subject_id=subject_id,
                     correlation_id=correlation_id, causation_id=causation_id,
+                    producer_id=self.producer_id, producer_epoch=self.producer_epoch,
+                    sequence=seq,
                 )
+                self._next_seq[stream] = seq + 1
                 self._submit(self._topics[event.type], encode(event))
         except EventValidationError as exc:
             attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
