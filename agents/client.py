@@ -77,6 +77,7 @@ class AgentClient:
         redis_url: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_decision: Callable[[Decision], object] | None = None,
+        resend_window_s: float = 30.0,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -99,7 +100,7 @@ class AgentClient:
             all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
             self._producer = BackgroundProducer(
                 bootstrap, self._outbox, topics=all_topics, partitions=partitions,
-                queue_size=queue_size, ssl_context=ssl_context,
+                queue_size=queue_size, ssl_context=ssl_context, resend_window_s=resend_window_s,
             )
         self.rejected = 0
         self._order = threading.Lock()

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 5_000
 IDLE_SLEEP_S = 0.002
+PROBE_S = 1.0  # how often the broker is asked whether it still has our topics
 RETRY_S = 0.5
 SWITCH_INTERVAL_S = 0.0002
 
@@ -107,7 +108,8 @@ class BackgroundProducer:
         self._recent: deque[tuple[float, Row]] = deque()
         self._outage = False
         self._partitions_of: dict[tuple[str, bytes], int] = {}
-        self._resend_window_s = resend_window_s
+        # The window must outlast the restart probe, or a restart goes unrepaired.
+        self._resend_window_s = max(resend_window_s, 3 * PROBE_S)
         self._resend_max = resend_max
         self._stopping = threading.Event()
         # The producer thread runs Python code in bursts; a short GIL switch
@@ -247,8 +249,28 @@ class BackgroundProducer:
             self._outbox.put_many(row for _, row in self._recent)
             self._recent.clear()
 
+    async def _broker_forgot(self, producer: AIOKafkaProducer) -> bool:
+        """True when the broker is unreachable or lost our topics (restarted empty).
+
+        Tansu acknowledges writes to a topic it no longer knows and then never
+        serves them (docs/broker.md), so a restart must be noticed before the
+        re-send window has passed: every ``PROBE_S`` the topics are looked up.
+        """
+        try:
+            cluster = await asyncio.wait_for(producer.client.fetch_all_metadata(),
+                                             self._timeout_ms / 1000)
+        except (TimeoutError, KafkaError, OSError):
+            return True
+        missing = set(self._topics) - set(cluster.topics())
+        if missing:
+            log.warning("broker %s lost %d topics (restarted?); re-creating them and "
+                        "re-sending the last %.0f s", self.bootstrap, len(missing),
+                        self._resend_window_s)
+        return bool(missing)
+
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None
+        probed = time.monotonic()
         while not self._stopping.is_set():
             if producer is None:
                 producer = await self._connect()
@@ -259,15 +281,20 @@ class BackgroundProducer:
                     self._outbox.put_many(self._take(len(self._queue)))
                     await asyncio.sleep(RETRY_S)
                     continue
+                self._partitions_of.clear()  # a re-created topic may have other partitions
+                probed = time.monotonic()
             ok = True
-            if len(self._outbox):
+            if self._topics and time.monotonic() - probed >= PROBE_S:
+                probed = time.monotonic()
+                ok = not await self._broker_forgot(producer)
+            if ok and len(self._outbox):
                 # Keep order: everything queued now goes behind what is waiting.
                 self._outbox.put_many(self._take(len(self._queue)))
                 rows = self._outbox.peek(BATCH)
                 ok = await self._deliver(producer, rows)
                 if ok:
                     self._outbox.delete_through(rows[-1][0])
-            else:
+            elif ok:
                 rows = self._take(BATCH)
                 if not rows:
                     await asyncio.sleep(IDLE_SLEEP_S)

@@ -91,6 +91,19 @@ class Settings(BaseSettings):
             ctx.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
         return ctx
 
+    def librdkafka_config(self, bootstrap: str) -> dict[str, str]:
+        """The same broker and TLS settings for librdkafka clients (``confluent-kafka``)."""
+        config = {"bootstrap.servers": bootstrap}
+        if self.kafka_security_protocol.upper() == "SSL":
+            config["security.protocol"] = "SSL"
+            if self.kafka_ssl_cafile:
+                config["ssl.ca.location"] = self.kafka_ssl_cafile
+            if self.kafka_ssl_certfile:
+                config["ssl.certificate.location"] = self.kafka_ssl_certfile
+            if self.kafka_ssl_keyfile:
+                config["ssl.key.location"] = self.kafka_ssl_keyfile
+        return config
+
     @property
     def stack_file(self) -> Path:
         """Path of the ``stack.json`` written by ``selflearn up``."""

@@ -33,6 +33,7 @@ from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas.catalog import STREAMS, topic_name
 from schemas.settings import Addresses, Settings, StackNotRunning, resolve
+from streams.incarnations import TopicIncarnations
 from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
@@ -110,7 +111,8 @@ class WorkerRuntime:
                 addresses.kafka_bootstrap, [topic_name(s.topic_prefix, t) for t in STREAMS],
                 f"{s.topic_prefix}-projections", pipeline, self.publish, batch=s.worker_batch,
                 checkpoint_s=s.checkpoint_s, ssl_context=s.kafka_ssl_context(),
-                session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions)
+                session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions,
+                incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)))
         else:
             self.intake = StreamIntake(pipeline, self.publish, batch=s.worker_batch,
                                        checkpoint_s=s.checkpoint_s)
