@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -124,7 +124,8 @@ class ShortTermMemory:
     def forget(self, subject_id: str) -> int:
         """Delete every entry of events naming ``subject_id``; returns how many existed."""
         index = self._subject_index(subject_id)
-        keys = [k.decode() if isinstance(k, bytes) else k for k in self.r.zrange(index, 0, -1)]
+        members = cast(list[bytes | str], self.r.zrange(index, 0, -1))
+        keys = [k.decode() if isinstance(k, bytes) else k for k in members]
         pipe = self.r.pipeline(transaction=False)
         for key in keys:  # one key at a time: entries live in their agents' slots
             pipe.delete(key)
@@ -140,7 +141,7 @@ class ShortTermMemory:
         over = int(self.r.zcard(self._index)) - self.max_entries
         if over <= 0:
             return 0
-        victims = self.r.zpopmin(self._index, over)
+        victims = cast(list[tuple[bytes | str, float]], self.r.zpopmin(self._index, over))
         pipe = self.r.pipeline(transaction=False)
         for member, _ in victims:
             key = member.decode() if isinstance(member, bytes) else member
@@ -152,7 +153,7 @@ class ShortTermMemory:
 
     def recall(self, agent_id: str, n: int = 20) -> list[dict[str, Any]]:
         """The agent's ``n`` most recent entries still alive, newest first."""
-        keys = self.r.zrevrange(self._agent_index(agent_id), 0, n - 1)
+        keys = cast(list[bytes], self.r.zrevrange(self._agent_index(agent_id), 0, n - 1))
         if not keys:
             return []
         raw = self.r.mget(keys)

@@ -44,7 +44,7 @@ def memory_entries(events: Sequence[Sourced]) -> list[tuple[str, str, dict[str, 
             # Personal fields stay out of memory, so erasing a data subject only
             # has to reach the events.
             personal = CATALOG[ev.type].personal_fields
-            entry = {"type": ev.type, "at": ev.occurred_at.isoformat(),
+            entry: dict[str, object] = {"type": ev.type, "at": ev.occurred_at.isoformat(),
                      "payload": {k: thaw(v) for k, v in ev.payload.items() if k not in personal}}
             out.append((ev.producer, str(ev.event_id), entry))
     return out

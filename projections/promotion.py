@@ -161,7 +161,11 @@ class PromotionProjection:
         champ = st.champion[0]
         if champ not in scored.errors:
             return []
-        names = [n for n in scored.errors if n != champ] if st.step == 0 else [st.challenger[0]]
+        if st.step == 0:
+            names = [n for n in scored.errors if n != champ]
+        else:  # in canary: only the challenger's pairs count
+            assert st.challenger is not None
+            names = [st.challenger[0]]
         for name in names:
             gen = scored.generations.get(name, 1)
             if st.gens.get(name, gen) != gen:  # reset on drift: its history is gone

@@ -244,12 +244,12 @@ class RedisContract(StoreContract):
         self.redis.close()
 
     def dump(self, namespace: str) -> Any:
-        def plain(v: bytes) -> bytes:
-            return v.replace(namespace.encode(), b"")
+        def plain(v: Any) -> bytes:
+            return bytes(v).replace(namespace.encode(), b"")
 
         r, out = self.redis, {}
         for key in sorted(r.scan_iter(match=f"{namespace}:*", count=1000)):
-            kind = r.type(key).decode()
+            kind = bytes(r.type(key)).decode()  # type: ignore[arg-type]
             if kind == "hash":
                 value: Any = sorted(r.hgetall(key).items())
             elif kind == "zset":  # order only: some scores are insertion times
