@@ -26,6 +26,7 @@ session's real Redis or PostgreSQL in a namespace of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -254,6 +255,8 @@ class RedisContract(StoreContract):
                 value: Any = sorted(r.hgetall(key).items())
             elif kind == "zset":  # order only: some scores are insertion times
                 value = [plain(m) for m in r.zrange(key, 0, -1)]
+            elif kind == "set":
+                value = sorted(plain(m) for m in r.smembers(key))  # type: ignore[union-attr]
             else:
                 assert kind == "string", kind
                 value = plain(r.get(key))
@@ -292,7 +295,10 @@ T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
 
 @cache
 def learning_events() -> list[Envelope]:
-    """Real story points and code changes: requests, outcomes ten tasks later, controls."""
+    """Real story points and code changes: requests, outcomes ten tasks later, controls.
+
+    Unsequenced (as a replay of a data set sends them): event ids de-duplicate them.
+    """
     evs: list[Envelope] = []
     tasks = list(islice(iter_storypoints(data_path("storypoints")), 120))
     for i, task in enumerate(tasks):
@@ -321,6 +327,19 @@ def learning_events() -> list[Envelope]:
     return evs
 
 
+def sequenced(events: list[Envelope]) -> list[Envelope]:
+    """The events as our SDK stamps them: one producer instance per agent, a dense
+    sequence per stream (the others stay unsequenced, as events of other clients)."""
+    seqs: dict[tuple[str, str], int] = {}
+    out = []
+    for ev in events:
+        key = (ev.producer, CATALOG[ev.type].stream)
+        seqs[key] = seq = seqs.get(key, -1) + 1
+        out.append(dataclasses.replace(ev, producer_id=f"{ev.producer}-i1", producer_epoch=0,
+                                       sequence=seq))
+    return out
+
+
 def _made(agent: str, i: int, policy: str, latency_us: float) -> Envelope:
     return new_event("decision.made", {
         "request_id": f"{agent}-{i}", "kind": "task_estimate", "output": 3.0,
@@ -338,7 +357,7 @@ def decision_events() -> list[Envelope]:
                          slow if i % 2 else 300.0))
         evs.append(_made("agent-b", i, ("canary", "champion", "fallback")[i % 3],
                          250.0 + i % 7))
-    return evs
+    return sequenced(evs)
 
 
 @cache
@@ -395,7 +414,7 @@ def agent_events() -> list[Envelope]:
                 "camera_id": f"cam-{i % 2}", "frame_no": i, "fps": 29.5 + i % 3,
                 "capture_latency_ms": 4.0, "processing_latency_ms": 11.0,
                 "faces": i % 3, "boxes": [], "dropped": 0}, producer="vision", occurred_at=at))
-    return evs
+    return sequenced(evs)
 
 
 # --- one subclass per projection: the factory and the events, nothing else ------------
