@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 import redis
 
+from projections.base import Sourced
 from projections.features import WINDOW_S, deltas, values, window_start
 from projections.watermarks import MAX_HOLES, RECENT_IDS, identity_key
-from schemas import Envelope
 
 # KEYS: the entity hash, its set of open sequence holes, its recent unsequenced ids.
 # ARGV: window key prefix, window TTL, JSON rows, recent ids to keep, holes to remember.
@@ -89,8 +89,8 @@ redis.call('HINCRBY', KEYS[1], 'version', applied)
 return applied
 """
 
-Sourced = tuple[str, int, int, Envelope]  # (topic, partition, offset, event)
 _META = ("version", "as_of_us", "gaps", "ids")
+__all__ = ["FeatureRow", "OnlineFeatureStore", "Sourced", "feature_key", "parse_counters"]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import Any
 
 from projections import archive_sql as q
 from projections.archive import EventArchive
-from projections.feature_store import OnlineFeatureStore, Sourced
+from projections.base import Sourced
+from projections.feature_store import OnlineFeatureStore
 from projections.features import deltas, reference, values
 from schemas import CATALOG, Envelope, EventValidationError, decode, from_dict
 

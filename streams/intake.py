@@ -169,14 +169,14 @@ class BatchIntake(ConsumerRebalanceListener):
 
     # -- rebalance ---------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        """Checkpoint and commit what was processed, then forget the revoked shards."""
+        """Checkpoint and commit what was processed, then release the revoked shards."""
         async with self.lock:
             mine = [tp for tp in revoked if tp in self.done]
             if mine:
                 await self._checkpoint_and_commit(mine)
             for tp in revoked:
                 self.done.pop(tp, None)
-            self.pipeline.forget({tp.partition for tp in revoked})
+            self.pipeline.release({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %d partitions", len(assigned))

@@ -1,4 +1,4 @@
-"""One worker batch through every projection: features, archive, learning.
+"""One worker batch through every projection: features, memory, learning, archive.
 
 Each message is decoded once and handed to each projection in turn (the
 broker delivers it once to the worker; three Faust agents would triple the
@@ -14,10 +14,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from projections.archive import ArchiveProjection
-from projections.feature_store import Sourced
+from projections.archive_projection import ArchiveProjection
+from projections.base import Sourced
 from projections.learning import LearningRuntime
-from projections.online import FeatureProjection
+from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
 from projections.registry import ModelRegistry
@@ -45,9 +45,11 @@ class WorkerPipeline:
 
     def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
                  learning: LearningRuntime, policies: PolicyStore,
-                 registry: ModelRegistry | None = None, sensor: Sensor | None = None) -> None:
+                 registry: ModelRegistry | None = None, sensor: Sensor | None = None,
+                 memory: MemoryProjection | None = None) -> None:
         self.sensor = sensor or Sensor()
         self.features = features
+        self.memory = memory
         self.archive = archive
         self.learning = learning
         self.policies = policies
@@ -55,12 +57,14 @@ class WorkerPipeline:
         self._learning_topics = {f"{prefix}.{s}" for s in LEARNING_STREAMS}
 
     def handle(self, batch: Sequence[Raw]) -> Publish:
-        """Decode once, then features → learning → archive; bad input becomes dead letters."""
+        """Decode once, then features → memory → learning → archive; bad input is dead-lettered."""
         for topic, n in Counter(r[0] for r in batch).items():
             self.sensor.on_batch(topic, n)
         result = split(batch, self.sensor)
         out = Publish(dead=result.dead)
         self.features.apply(result.events)
+        if self.memory is not None:
+            self.memory.apply(result.events)
         for sourced in result.events:
             if sourced[0] in self._learning_topics:
                 self._learn(sourced, out)
@@ -70,7 +74,8 @@ class WorkerPipeline:
     def _learn(self, sourced: Sourced, out: Publish) -> None:
         topic, partition, offset, event = sourced
         try:
-            produced = self.learning.apply(topic, partition, offset, event)
+            # One event at a time, so a model bug dead-letters only the event it hit.
+            produced = self.learning.apply([sourced])
         except Exception as exc:  # a model bug must not stop the worker; keep the event
             log.exception("learning failed on %s@%s:%d", topic, partition, offset)
             self.sensor.on_dead_letter(ReasonCode.PROCESSING_FAILED.value)
@@ -95,7 +100,7 @@ class WorkerPipeline:
                             if t.policy.agent_id in s.shadow.models), {})
             self.registry.on_transition_async(t, metrics, {})
 
-    def forget(self, partitions: set[int]) -> None:
+    def release(self, partitions: set[int]) -> None:
         """Drop learning shards of partitions this worker no longer owns.
 
         Another worker advances them now; a stale copy here must not be used if

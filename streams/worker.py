@@ -22,13 +22,14 @@ from typing import Any, Protocol
 
 import redis
 
-from projections.archive import ArchiveProjection, EventArchive
+from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
+from projections.archive_projection import ArchiveProjection
 from projections.checkpoints import CheckpointStore
 from projections.feature_store import OnlineFeatureStore
 from projections.learning import LearningRuntime
 from projections.memory import ShortTermMemory
-from projections.online import FeatureProjection
+from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas.catalog import STREAMS, topic_name
@@ -58,11 +59,10 @@ def build_pipeline(settings: Settings, addresses: Addresses,
                            cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
     pipeline = WorkerPipeline(
         prefix,
-        features=FeatureProjection(
-            OnlineFeatureStore(client, prefix=prefix),
+        features=FeatureProjection(OnlineFeatureStore(client, prefix=prefix)),
+        memory=MemoryProjection(
             ShortTermMemory(client, prefix=prefix, max_entries=settings.memory_max_entries,
-                            ttl_s=settings.memory_ttl_s),
-        ),
+                            ttl_s=settings.memory_ttl_s)),
         archive=ArchiveProjection(archive),
         learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url)),
         policies=PolicyStore(client, prefix=prefix),

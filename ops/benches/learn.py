@@ -64,7 +64,7 @@ def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
         sp = ShadowProjection(agents)
         start = time.perf_counter()
         for offset, ev in enumerate(events):
-            sp.apply(ev, topic="bench", partition=0, offset=offset)
+            sp.apply([("bench", 0, offset, ev)])
         rates.append(len(events) / (time.perf_counter() - start))
         resets = sp.counters["resets"]
     return {
