@@ -11,7 +11,7 @@ carries its id, so consumers de-duplicate.
 
 Acknowledged events are also kept for ``resend_window_s`` (bounded by
 ``resend_max``): after an outage they are sent again, because a broker that
-restarts without durable storage (the embedded Tansu, BROKER.md) forgets
+restarts without durable storage (the embedded Tansu, docs/broker.md) forgets
 what it had acknowledged. Duplicates are harmless by design; lost events
 are not.
 """

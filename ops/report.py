@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 REPORT_TYPES = ("decision.made", "model.evaluated", "promotion.step_changed",
                 "promotion.rolled_back", "frame.processed")
 POLICY_LABELS = ("champion", "canary", "fallback", "baseline")
-LATENCY_TARGET_US = 100_000.0  # decision P95 under 100 ms (MISSION.md)
+LATENCY_TARGET_US = 100_000.0  # decision P95 under 100 ms: the seed's target (README, Benchmarks)
 FPS_TARGET = 30.0
 HISTORY_ROWS = 50
 _MAIN_METRIC = {"task_estimate": "mae", "review_risk": "log_loss"}

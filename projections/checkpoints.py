@@ -4,7 +4,7 @@ A projection acknowledges its input only after a checkpoint that includes it
 is stored, so after a crash it restores the checkpoint and the broker
 re-delivers exactly what came after (anything older is skipped by the
 projection's own watermarks). PostgreSQL, not the broker or Redis, is where
-durable state lives on the embedded stack (BROKER.md).
+durable state lives on the embedded stack (docs/broker.md).
 
 >>> CheckpointStore.DDL.startswith("CREATE TABLE IF NOT EXISTS projection_checkpoints")
 True

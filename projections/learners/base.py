@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from bisect import insort
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -31,9 +33,18 @@ __all__ = [
 
 @runtime_checkable
 class Learner(Protocol):
-    """What every task or review learner is: predict, learn, snapshot, restore."""
+    """What every task or review learner is: predict, learn, snapshot, restore.
 
-    name: str
+    ``name`` is a class attribute (it names the kind, and a snapshot records it),
+    and ``restore`` returns the class it is called on, so
+    ``type(model).restore(model.snapshot())`` is typed as the model's own class.
+
+    >>> from projections.learners.constant import Constant
+    >>> isinstance(Constant(), Learner), Constant.name
+    (True, 'constant')
+    """
+
+    name: ClassVar[str]
 
     def predict_one(self, x: dict[str, Any]) -> float:
         """Return the prediction for features ``x`` (story points, or risk in [0, 1])."""
@@ -48,19 +59,30 @@ class Learner(Protocol):
         ...
 
     @classmethod
-    def restore(cls, data: bytes) -> Learner:
+    def restore(cls, data: bytes) -> Self:
         """Rebuild a learner from :meth:`snapshot` bytes."""
         ...
 
 
-class StateLearner:
+class StateLearner(ABC):
     """Base class: snapshot/restore of ``__dict__`` (plain JSON data) via orjson.
 
-    Subclasses keep only str-keyed dicts, lists, str, int, float and bool in
-    their attributes. Floats survive the round trip bit-identically.
+    Subclasses implement :meth:`predict_one` and :meth:`learn_one` (declared
+    here, as River's base classes do, so that an ensemble typed with member
+    ``StateLearner`` objects can call them) and keep only str-keyed dicts,
+    lists, str, int, float and bool in their attributes. Floats survive the
+    round trip bit-identically.
     """
 
     name: ClassVar[str] = "state"
+
+    @abstractmethod
+    def predict_one(self, x: dict[str, Any]) -> float:
+        """Return the prediction for features ``x``; must not change the state."""
+
+    @abstractmethod
+    def learn_one(self, x: dict[str, Any], y: float) -> None:
+        """Update the model with the revealed target ``y`` of features ``x``."""
 
     def snapshot(self) -> bytes:
         return orjson.dumps({"learner": self.name, "state": self.__dict__})
@@ -81,9 +103,11 @@ class StateLearner:
         return f"{type(self).__name__}()"
 
 
-def restore_members(states: dict[str, Any], kinds: dict[str, type]) -> dict[str, Any]:
+def restore_members(
+    states: dict[str, Any], kinds: Mapping[str, type[StateLearner]]
+) -> dict[str, StateLearner]:
     """Rebuild an ensemble's member learners from their saved ``__dict__`` states."""
-    members = {}
+    members: dict[str, StateLearner] = {}
     for name, state in states.items():
         member = kinds[name].__new__(kinds[name])
         member.__dict__.update(state)
@@ -135,9 +159,10 @@ def num(x: dict[str, Any], key: str) -> float:
     >>> num({"la": "3"}, "la"), num({}, "la"), num({"la": float("nan")}, "la")
     (3.0, 0.0, 0.0)
     """
-    value = x.get(key)
+    # event data: None, str, list... anything; float() rejects the odd ones below
+    value: Any = x.get(key)
     try:
-        f = float(value)  # type: ignore[arg-type]
+        f = float(value)
     except (TypeError, ValueError):
         return 0.0
     return f if math.isfinite(f) else 0.0
