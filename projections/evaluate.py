@@ -85,7 +85,7 @@ def storypoint_summary(errors: dict[str, dict[str, list[float]]]) -> dict[str, A
     """Per-project and pooled MAE and ``best`` from prequential absolute errors.
 
     ``errors`` is :func:`storypoint_errors`' shape (project -> learner -> errors
-    in replay order); ``ops.pipeline_eval`` feeds it the errors measured
+    in replay order); ``ops.demo.pipeline_eval`` feeds it the errors measured
     through the pipeline, so both paths share this aggregation.
 
     >>> r = storypoint_summary({"p": {"constant": [1.0, 3.0], "m": [0.0, 1.0]}})
@@ -193,7 +193,7 @@ def change_summary(
     """Recall at 20 %, AUC and ``best`` from each project's labels and scores.
 
     ``replayed`` maps a project to :func:`change_scores`' ``(labels, scores)``;
-    ``ops.pipeline_eval`` feeds it the scores measured through the pipeline.
+    ``ops.demo.pipeline_eval`` feeds it the scores measured through the pipeline.
     """
     projects: dict[str, Any] = {}
     for project, (labels, scores) in replayed.items():

@@ -19,7 +19,7 @@ promotion projection's business (its challengers will beat it).
 Evaluation agents: an agent whose id comes from :func:`eval_agent_id`
 (``eval-<kind>-<name>``) runs every registered learner of its kind, in
 registry order, log-only, and is never drift-reset — so replaying a data set
-through the pipeline (``ops.pipeline_eval``) gives exactly the offline
+through the pipeline (``ops.demo.pipeline_eval``) gives exactly the offline
 prequential numbers of ``projections.evaluate``.
 
 Exactly once: the state holds the projection's watermarks

@@ -30,7 +30,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Addresses]:
     """Addresses of the running stack; started once per session, stopped afterwards."""
-    from ops.stack import StackError, down, up
+    from ops.stack.lifecycle import StackError, down, up
 
     try:
         addresses = up(settings)

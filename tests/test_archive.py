@@ -17,9 +17,9 @@ import psycopg
 import pytest
 import redis
 
-from ops import servers
 from ops.benches.archive import realistic_events, sourced
-from ops.processes import Spawned, free_port, stop, wait_until
+from ops.stack import servers
+from ops.stack.processes import Spawned, free_port, stop, wait_until
 from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection

@@ -20,14 +20,13 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-import ops.replay_cli  # noqa: F401 - registers the commands on ops.cli.app
 from agents.client import AgentClient
 from agents.decision import new_learner
-from ops.audit import audit_decision, audit_sample
-from ops.cli import app
+from ops.cli.root import app
 from ops.data import data_path
-from ops.processes import Spawned, stop
-from ops.worker import start_worker, wait_ready, worker_env
+from ops.stack.processes import Spawned, stop
+from ops.stack.workers import start_worker, wait_ready, worker_env
+from ops.usecases.audit import audit_decision, audit_sample
 from projections.archive import EventArchive
 from projections.datasets import iter_storypoints
 from projections.policy_store import PolicyStore

@@ -22,7 +22,7 @@ def running_stack(without: tuple[str, ...] = ()) -> Iterator[tuple[Settings, Add
     ``without`` names servers the benchmark does not need (``"kafka"``, ``"redis"``);
     those are not started unless configured.
     """
-    from ops.stack import down, up
+    from ops.stack.lifecycle import down, up
 
     with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
         skip = {k: v for name in without for k, v in _UNUSED[name].items()

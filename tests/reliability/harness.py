@@ -20,9 +20,9 @@ import psycopg
 import redis
 
 from agents.client import AgentClient
-from ops.processes import Spawned, free_port, port_open, stop
-from ops.servers import kafka_address, start_kafka
-from ops.worker import start_worker, wait_ready
+from ops.stack.processes import Spawned, free_port, port_open, stop
+from ops.stack.servers import kafka_address, start_kafka
+from ops.stack.workers import start_worker, wait_ready
 from projections.feature_store import OnlineFeatureStore, feature_key
 from projections.features import deltas, reference
 from projections.online import MEMORY_TYPES

@@ -1,21 +1,16 @@
-"""``selflearn report``: write the HTML report, or serve it live on localhost.
-
-Registers itself on :data:`ops.cli.app` when imported (``from ops import report_cli``).
-"""
+"""``selflearn report``: write the HTML report, or serve it live on localhost."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ops.cli import DataDir, app, fail, load_settings
+from ops.cli.common import DataDir, fail, load_settings, resolve_or_fail
 
 
-@app.command()
 def report(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Where to write the HTML (default: <data_dir>/report.html).")] = None,
@@ -31,27 +26,17 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Write a self-contained HTML report: live vs shadow metrics, canary, latency, vision."""
-    from ops.report import build_report, gather, write_report
-    from ops.report import serve as serve_report
-    from schemas.settings import StackNotRunning, resolve
+    from ops.report.generate import default_target, write_current
+    from ops.report.server import serve as serve_report
 
     settings = load_settings(data_dir)
-    try:
-        addr = resolve(settings)
-    except StackNotRunning as exc:
-        fail(str(exc))
-        return
-    target = out or settings.data_dir / "report.html"
-    cold = (settings.data_dir / "cold").resolve().as_uri()
+    addresses = resolve_or_fail(settings)
+    target = out or default_target(settings)
     title = f"selflearn report · {settings.topic_prefix}"
 
     def regenerate(refresh: int | None = None) -> str:
-        since = datetime.now(UTC) - timedelta(hours=hours) if hours else None
-        events, policies, dead, notes = gather(addr.kafka_bootstrap, addr.database_url,
-                                               addr.redis_url, settings.topic_prefix,
-                                               since, cold_uri=cold)
-        page = build_report(events, policies, dead, title, refresh=refresh, notes=notes)
-        write_report(target, page)
+        page, _ = write_current(settings, addresses, target, title=title, hours=hours,
+                                refresh=refresh)
         return page
 
     if not serve:
@@ -63,7 +48,6 @@ def report(
                               every=every)
     except OSError as exc:
         fail(f"cannot listen on port {port} ({exc}); choose another with --port")
-        return
     typer.echo(f"serving the report on {server.url} (also written to "
                f"{Path(target).resolve()}); Ctrl-C to stop")
     try:

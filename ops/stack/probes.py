@@ -1,7 +1,7 @@
 """Protocol-level health checks: does each server really answer?
 
 Each probe raises on failure (with the reason) and returns nothing on
-success, so it can be retried by :func:`ops.processes.wait_until`.
+success, so it can be retried by :func:`ops.stack.processes.wait_until`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The worker as deployed: ``streams.app`` with the Prometheus sensor and endpoint.
 
-``selflearn worker`` and ``faust -A ops.worker_app worker`` run this module.
+``selflearn worker`` and ``faust -A ops.stack.worker_app worker`` run this module.
 """
 
 from __future__ import annotations

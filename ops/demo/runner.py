@@ -27,11 +27,11 @@ from rich.table import Table
 
 from agents.client import AgentClient
 from ops.data import data_path
-from ops.demo_agents import RUNNERS, AgentPlan, plans
-from ops.demo_agents import Progress as AgentProgress
+from ops.demo.data_agents import RUNNERS, AgentPlan, plans
+from ops.demo.data_agents import Progress as AgentProgress
 from ops.metrics import decision_observer, start_metrics_server
-from ops.processes import Spawned, stop
-from ops.worker import start_worker, wait_ready, worker_env
+from ops.stack.processes import Spawned, stop
+from ops.stack.workers import start_worker, wait_ready, worker_env
 from projections.policy_store import PolicyStore
 from schemas.settings import Addresses, Settings
 
@@ -60,7 +60,7 @@ def _start_vision(settings: Settings, addresses: Addresses, duration: float) -> 
 def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
              keep_running: bool = False, console: Console | None = None) -> DemoResult:
     """Run the demo for ``duration`` seconds of agent traffic; returns what happened."""
-    from ops.stack import down, up
+    from ops.stack.lifecycle import down, up
 
     console = console or Console()
     started = time.monotonic()
@@ -170,16 +170,11 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
 def _write_report(settings: Settings, addresses: Addresses, console: Console
                   ) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
     """The HTML report, and the latest shadow metrics per agent and model."""
-    from ops.report import build_report, gather, write_report
+    from ops.report.generate import default_target, write_current
 
+    path = default_target(settings)
     try:
-        events, policies, dead, notes = gather(
-            addresses.kafka_bootstrap, addresses.database_url, addresses.redis_url,
-            settings.topic_prefix,
-            cold_uri=(Path(settings.data_dir) / "cold").resolve().as_uri())
-        path = Path(settings.data_dir) / "report.html"
-        write_report(path, build_report(events, policies, dead, title="selflearn demo",
-                                        notes=notes))
+        _, events = write_current(settings, addresses, path, title="selflearn demo")
     except Exception as exc:  # the report is a by-product; the demo's result stands
         console.print(f"[yellow]report not written: {exc}[/]")
         return None, {}

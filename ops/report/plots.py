@@ -29,7 +29,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ops.report import (  # noqa: E402
+from ops.report.collect import (  # noqa: E402
     FPS_TARGET,
     HISTORY_ROWS,
     LATENCY_TARGET_US,
@@ -37,15 +37,10 @@ from ops.report import (  # noqa: E402
     AgentData,
     Collected,
     Point,
-    anchor,
     canary_step,
-    esc,
-    fmt,
-    fmt_time,
-    img,
     percentile,
-    table,
 )
+from ops.report.html import anchor, esc, fmt, fmt_time, img, table  # noqa: E402
 from schemas.policy import STEPS, LivePolicy  # noqa: E402
 
 Series = Sequence[tuple[datetime, float]]

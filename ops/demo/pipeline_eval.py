@@ -145,7 +145,7 @@ def _servers(settings: Settings, addresses: Addresses | None, tmp: Path) -> Iter
     if addresses is not None:
         yield addresses
         return
-    from ops.stack import down, up
+    from ops.stack.lifecycle import down, up
 
     own = settings.model_copy(update={"data_dir": tmp / "stack"})
     try:
@@ -226,8 +226,8 @@ async def _collect(bootstrap: str, topic: str, wanted: set[str], models: int,
 def _through_worker(replays: dict[str, Replay], settings: Settings, addresses: Addresses,
                     work: Path, models: int, idle_timeout: float) -> dict[tuple[str, str], float]:
     """Start a worker on a fresh topic prefix, send the replays, read the predictions back."""
-    from ops.processes import is_alive, stop, tail
-    from ops.worker import start_worker, wait_ready
+    from ops.stack.processes import is_alive, stop, tail
+    from ops.stack.workers import start_worker, wait_ready
     from schemas.catalog import topic_name
 
     prefix = f"{settings.topic_prefix}-eval-{uuid.uuid4().hex[:8]}"

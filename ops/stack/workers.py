@@ -8,10 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from ops.processes import Spawned, spawn, stop
+from ops.stack.processes import Spawned, spawn, stop
 from schemas.settings import Addresses, Settings
 
 WORKERS_FILE = "workers.json"
+WORKER_APP = "ops.stack.worker_app"  # the module `faust -A` loads
+# The repository root (ops/stack/workers.py is three levels down), so a worker started
+# from any folder imports this checkout.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[str, str]:
@@ -24,19 +28,19 @@ def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[s
         "SELFLEARN_MLFLOW_URI": addresses.mlflow_uri,
         "SELFLEARN_TOPIC_PREFIX": settings.topic_prefix,
         "SELFLEARN_PARTITIONS": str(settings.partitions),
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT),
                                        os.environ.get("PYTHONPATH", "")]),
         **extra,
     }
 
 
 def start_worker(settings: Settings, addresses: Addresses, log: Path, **extra: str) -> Spawned:
-    """Start ``faust -A ops.worker_app worker`` detached; returns its PID and log file.
+    """Start ``faust -A ops.stack.worker_app worker`` detached; returns its PID and log file.
 
     The worker is recorded in ``<data_dir>/workers.json`` so ``selflearn down``
     stops it with the servers.
     """
-    argv = [sys.executable, "-m", "faust", "-A", "ops.worker_app", "worker", "-l", "info",
+    argv = [sys.executable, "-m", "faust", "-A", WORKER_APP, "worker", "-l", "info",
             "--without-web"]
     spawned = spawn(argv, log, env=worker_env(settings, addresses, **extra))
     registry = Path(settings.data_dir) / WORKERS_FILE

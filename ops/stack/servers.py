@@ -8,7 +8,7 @@
   without persistence.
 
 Each ``start_*`` function starts one process on a given port and returns
-its :class:`~ops.processes.Spawned`; readiness is checked by the caller.
+its :class:`~ops.stack.processes.Spawned`; readiness is checked by the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from ops.processes import Spawned, as_user, spawn
+from ops.stack.processes import Spawned, as_user, spawn
 
 HOST = "127.0.0.1"
 DATABASE = "selflearn"
@@ -181,7 +181,7 @@ def init_postgres(pgdata: Path, log: Path) -> None:
 
 def running_postmaster(pgdata: Path) -> tuple[int, int] | None:
     """``(pid, port)`` from ``postmaster.pid`` if that postmaster still runs."""
-    from ops.processes import is_alive
+    from ops.stack.processes import is_alive
 
     try:
         lines = (pgdata / "postmaster.pid").read_text().splitlines()

@@ -1,18 +1,17 @@
 """The fleet at a glance: live policy per agent, dead letters, worker lag per partition.
 
 Shown by ``selflearn fleet`` and at the end of ``selflearn status``.
+
+>>> intake_group("selflearn")
+'selflearn-projections'
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import typer
-
-from ops.cli import AsJson, DataDir, app, load_settings
-from ops.cli_support import policy_summary, print_table, redis_client, resolve_or_fail
+from ops.usecases.common import policy_summary, redis_client
 
 
 def intake_group(prefix: str) -> str:
@@ -106,30 +105,3 @@ def fleet_report(settings: Any, addresses: Any) -> dict[str, Any]:
         broker = {"error": f"{type(exc).__name__}: {exc}", "dead_letters": None, "lag": None,
                   "lag_error": "broker unreachable", "total_lag": None}
     return {"prefix": settings.topic_prefix, "agents": policies, **broker}
-
-
-def print_fleet(report: dict[str, Any]) -> None:
-    """The fleet report as rich tables."""
-    print_table(f"fleet {report['prefix']!r}: {len(report['agents'])} agents",
-           ["agent", "mode", "canary %", "champion", "challenger", "revision"],
-           [[a, p["mode"], p["canary_percent"], p["champion"], p["challenger"] or "-",
-             p["revision"]] for a, p in report["agents"].items()])
-    if report["lag"] is not None:
-        print_table(f"worker lag (group {report['group']}): total {report['total_lag']}",
-               ["topic", "partition", "end", "committed", "lag"],
-               [[x["topic"], x["partition"], x["end"], x["committed"], x["lag"]]
-                for x in report["lag"] if x["end"]])
-    else:
-        typer.echo(f"worker lag: unknown ({report['lag_error']})")
-    typer.echo(f"dead letters: {report['dead_letters']}")
-
-
-@app.command()
-def fleet(data_dir: DataDir = None, as_json: AsJson = False) -> None:
-    """Per agent: live policy from Redis; dead letters; worker lag per partition."""
-    settings = load_settings(data_dir)
-    report = fleet_report(settings, resolve_or_fail(settings))
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        print_fleet(report)

@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ops import servers
-from ops.probes import PROBES
-from ops.processes import Spawned, free_port, is_alive, stop, tail, wait_until
-from ops.worker import stop_workers
+from ops.stack import servers
+from ops.stack.probes import PROBES
+from ops.stack.processes import Spawned, free_port, is_alive, stop, tail, wait_until
+from ops.stack.workers import stop_workers
 from schemas.settings import (
     SERVERS,
     Addresses,

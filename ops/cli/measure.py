@@ -1,0 +1,69 @@
+"""``selflearn bench | evaluate``: the measuring commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ops.cli.common import AsJson, fail, load_settings
+
+
+def bench(
+    name: Annotated[str, typer.Argument(help="Which benchmark (see `selflearn bench list`).")],
+    as_json: AsJson = False,
+) -> None:
+    """Run a benchmark; it starts what it needs and prints one flat JSON object."""
+    from ops import benches
+
+    names = benches.names()
+    if name == "list":
+        typer.echo("\n".join(names))
+        return
+    if name not in names:
+        fail(f"unknown benchmark {name!r}; available: {', '.join(names)}")
+    result = benches.run(name)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench {name}")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+def evaluate(
+    what: Annotated[str, typer.Argument(help="storypoints | changes")],
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
+    = None,
+    as_json: AsJson = False,
+    through_pipeline: Annotated[bool, typer.Option(
+        "--through-pipeline", help="Send the rows through broker, worker and shadow projection.")]
+    = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write rolling MAE PNG here.")] = None,
+) -> None:
+    """Prequential evaluation of every learner on a folder of real data."""
+    from ops.data import data_path
+    from ops.usecases.evaluate import WHATS
+    from ops.usecases.evaluate import evaluate as run_evaluation
+
+    if what not in WHATS:
+        fail(f"unknown evaluation {what!r}; use storypoints or changes")
+    folder = data or data_path(what)
+    if not folder.is_dir():
+        fail(f"{folder} is not a folder of CSV files")
+    result = run_evaluation(what, folder, through_pipeline=through_pipeline,
+                            settings=load_settings() if through_pipeline else None, plot=plot)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from ops.report.tables import print_evaluation
+
+    print_evaluation(what, result)
