@@ -58,6 +58,10 @@ EVENTS_PROCESSED = Counter(
 DEAD_LETTERS = Counter(
     "selflearn_dead_letters", "Events rejected to the dead-letter topic, by reason", ["reason"],
 )
+SEQUENCE_GAPS = Gauge(
+    "selflearn_sequence_gaps", "Producer sequence numbers never received (lost events)",
+    ["partition"],
+)
 CONSUMER_LAG = Gauge(
     "selflearn_consumer_lag",
     "Messages between the partition's high watermark and the consumer's position",
@@ -254,3 +258,7 @@ class PrometheusSensor(Sensor):
 
     def on_lag(self, topic: str, partition: int, lag: float) -> None:
         set_consumer_lag(topic, partition, lag)
+
+    def on_gaps(self, gaps: Mapping[int, int]) -> None:
+        for partition, n in gaps.items():
+            SEQUENCE_GAPS.labels(partition=str(partition)).set(n)

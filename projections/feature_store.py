@@ -9,8 +9,12 @@ counters, the highest sequence applied per producer identity
 atomically with the counters. A redelivered event (after a crash, a
 rebalance, a broker restart, or two workers briefly owning a partition) or
 one the SDK re-sent after an outage is recognised by identity and skipped;
-offsets and clocks are never compared (docs/exactly-once.md). The hash's
-``gaps`` field counts sequences still missing.
+offsets and clocks are never compared (docs/exactly-once.md). A producer's
+stream can feed several entities (one vision agent, two cameras), so an
+entity sees holes that belong to another: holes are only remembered (the
+newest ``MAX_ENTITY_HOLES``, so a late arrival is still recognised) and never
+counted here. Gaps are counted where a producer's whole stream is seen: the
+learning shard of its partition (``projections.learning``).
 
 Keys carry the entity in a hash tag (``sl:f:{agent:x}``) so one entity's
 hash and its window hashes live in one Redis Cluster slot.
@@ -28,14 +32,15 @@ import redis
 
 from projections.base import Sourced
 from projections.features import WINDOW_S, deltas, values, window_start
-from projections.watermarks import MAX_HOLES, RECENT_IDS, identity_key
+from projections.watermarks import RECENT_IDS, identity_key
 
-# KEYS: the entity hash, its set of open sequence holes, its recent unsequenced ids.
-# ARGV: window key prefix, window TTL, JSON rows, recent ids to keep, holes to remember.
+# KEYS: the entity hash, its sequence holes, its recent unsequenced ids (sorted sets
+# in arrival order, trimmed to the newest ARGV[5] / ARGV[4]).
+# ARGV: window key prefix, window TTL, JSON rows, recent ids to keep, holes to keep.
 # A row: [window start, event time µs, deltas, identity ('' if unsequenced), seq or id].
 _APPLY = """
 local evs = cjson.decode(ARGV[3])
-local applied, asof, gaps, ided = 0, nil, 0, false
+local applied, asof, ided, holed = 0, nil, false, false
 local base, wins, last = {}, {}, {}
 for _, e in ipairs(evs) do
   local fresh = false
@@ -45,17 +50,14 @@ for _, e in ipairs(evs) do
     local s = e[5]
     if s > last[f] then
       fresh = true
-      local missing = s - last[f] - 1
-      if missing > 0 then
-        gaps = gaps + missing
-        if missing <= tonumber(ARGV[5]) then
-          for m = last[f] + 1, s - 1 do redis.call('SADD', KEYS[2], e[4] .. '#' .. m) end
-        end
+      local first = math.max(last[f] + 1, s - tonumber(ARGV[5]))
+      for m = first, s - 1 do
+        redis.call('ZADD', KEYS[2], redis.call('HINCRBY', KEYS[1], 'holes', 1), e[4] .. '#' .. m)
+        holed = true
       end
       last[f] = s
-    elseif redis.call('SREM', KEYS[2], e[4] .. '#' .. s) == 1 then
+    elseif redis.call('ZREM', KEYS[2], e[4] .. '#' .. s) == 1 then
       fresh = true
-      gaps = gaps - 1
     end
   elseif redis.call('ZSCORE', KEYS[3], e[5]) == false then
     fresh = true
@@ -74,7 +76,7 @@ for _, e in ipairs(evs) do
   end
 end
 for f, s in pairs(last) do redis.call('HSET', KEYS[1], f, string.format('%d', s)) end
-if gaps ~= 0 then redis.call('HINCRBY', KEYS[1], 'gaps', gaps) end
+if holed then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1) end
 if ided then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[4]) - 1) end
 if applied == 0 then return 0 end
 for k, v in pairs(base) do redis.call('HINCRBYFLOAT', KEYS[1], k, v) end
@@ -89,7 +91,8 @@ redis.call('HINCRBY', KEYS[1], 'version', applied)
 return applied
 """
 
-_META = ("version", "as_of_us", "gaps", "ids")
+MAX_ENTITY_HOLES = 10_000  # per entity: holes remembered for late arrivals
+_META = ("version", "as_of_us", "holes", "ids")
 __all__ = ["FeatureRow", "OnlineFeatureStore", "Sourced", "feature_key", "parse_counters"]
 
 
@@ -157,7 +160,8 @@ class OnlineFeatureStore:
             key = self.key(entity)
             self._script(
                 keys=[key, f"{key}:holes", f"{key}:ids"],
-                args=[f"{key}:w:", self.window_ttl_s, orjson.dumps(rows), RECENT_IDS, MAX_HOLES],
+                args=[f"{key}:w:", self.window_ttl_s, orjson.dumps(rows), RECENT_IDS,
+                      MAX_ENTITY_HOLES],
                 client=pipe,
             )
         return int(sum(pipe.execute()))

@@ -22,6 +22,7 @@ from projections.base import Sourced
 from projections.checkpoints import CheckpointStore
 from projections.promotion import PromotionProjection, PromotionRefused, Transition
 from projections.shadow import Scored, ShadowProjection
+from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
 from schemas.policy import LivePolicy, ModelRef
 
@@ -68,6 +69,15 @@ class LearningShard:
         self.promotion = PromotionProjection(snapshot_of=self.shadow.model_snapshot,
                                              key_prefix=prefix)
         self.booted: set[str] = set()
+        # Every event of the partition, any stream: the one place that sees a
+        # producer's whole sequence, so the one place that counts its gaps.
+        self.sequences = Watermarks()
+
+    def audit(self, sourced: Sourced) -> None:
+        """Record a sequenced event of any stream (gaps: ``self.sequences.gaps``)."""
+        topic, partition, offset, event = sourced
+        if event.sequence is not None:
+            self.sequences.fresh(event, topic, partition, offset)
 
     def apply(self, batch: Sequence[Sourced]) -> Output:
         """Apply each event once and collect what to publish, in order."""
@@ -130,13 +140,15 @@ class LearningShard:
     def snapshot(self) -> bytes:
         """Checkpoint bytes: both projections with their watermarks."""
         return orjson.dumps({"shadow": self.shadow.snapshot().decode(),
-                             "promotion": self.promotion.snapshot().decode()})
+                             "promotion": self.promotion.snapshot().decode(),
+                             "sequences": self.sequences.state()})
 
     def restore(self, data: bytes) -> None:
         """Put both projections back into a :meth:`snapshot`'s state."""
         raw = orjson.loads(data)
         self.shadow.restore(raw["shadow"].encode())
         self.promotion.restore(raw["promotion"].encode())
+        self.sequences = Watermarks.from_state(raw.get("sequences", {"offsets": {}}))
         self._scored.clear()
 
     def live_policy(self, agent_id: str) -> tuple[LivePolicy, dict[ModelRef, bytes]]:
@@ -175,6 +187,15 @@ class LearningRuntime:
             self.applied += 1
             out.extend(self.shard(sourced[1]).apply([sourced]))
         return out
+
+    def audit(self, batch: Sequence[Sourced]) -> None:
+        """Every event of every stream through its shard's sequence audit."""
+        for sourced in batch:
+            self.shard(sourced[1]).audit(sourced)
+
+    def gaps(self) -> dict[int, int]:
+        """Sequences missing per partition this worker owns (lost events)."""
+        return {p: s.sequences.gaps for p, s in self.shards.items()}
 
     def forget(self, subject_id: str) -> int:
         """What the shards of this worker forgot (others forget in their workers)."""

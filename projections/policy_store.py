@@ -54,6 +54,14 @@ class PolicyStore:
             args.append(data)
         return bool(self._publish(keys=keys, args=args))
 
+    def record_gaps(self, gaps: Mapping[int, int]) -> None:
+        """Missing sequence numbers per partition, for ``selflearn status`` (lost events)."""
+        self.r.hset(f"{self.prefix}:gaps", mapping={str(p): n for p, n in gaps.items()})
+
+    def gaps(self) -> dict[int, int]:
+        """What :meth:`record_gaps` last stored, per partition."""
+        return {int(p): int(n) for p, n in self.r.hgetall(f"{self.prefix}:gaps").items()}
+
     def get(self, agent_id: str) -> LivePolicy | None:
         """The stored policy of ``agent_id`` or ``None``."""
         raw = self.r.get(policy_key(self.prefix, agent_id))

@@ -70,7 +70,11 @@ async def intake() -> None:
     started = await runtime.start()
     if isinstance(started, StreamIntake):
         started.consumer = app.consumer
-    await started.run()
+    try:
+        await started.run()
+    except Exception as exc:  # a worker whose intake died must not look alive
+        await app.crash(exc)
+        raise
 
 
 if settings.intake == "stream":

@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.incarnations import TopicIncarnations
@@ -152,7 +152,10 @@ class BatchIntake(ConsumerRebalanceListener):
             for tp in stale:
                 self.done.pop(tp, None)
             if stale:
-                await self.consumer.seek_to_beginning(*stale)
+                try:
+                    await self.consumer.seek_to_beginning(*stale)
+                except IllegalStateError:  # mid-rebalance: the new assignment starts afresh
+                    log.info("partitions moved while re-reading them; the rebalance resets them")
             self.topic_ids.update({t: now[t] for t in changed})
         return [tp for tp in partitions if tp.topic not in changed and now.get(tp.topic)]
 

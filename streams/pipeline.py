@@ -65,6 +65,7 @@ class WorkerPipeline:
         self.features.apply(result.events)
         if self.memory is not None:
             self.memory.apply(result.events)
+        self.learning.audit(result.events)
         for sourced in result.events:
             if sourced[0] in self._learning_topics:
                 self._learn(sourced, out)
@@ -112,6 +113,10 @@ class WorkerPipeline:
     def checkpoint(self) -> None:
         """Save learning state; after this the batches it covers may be acknowledged."""
         self.learning.checkpoint()
+        gaps = self.learning.gaps()
+        self.sensor.on_gaps(gaps)
+        if gaps:
+            self.policies.record_gaps(gaps)
         for shard in self.learning.shards.values():
             for agent in shard.shadow.models:
                 for model, metrics in shard.shadow.metrics(agent).items():

@@ -83,6 +83,7 @@ def print_fleet(report: dict[str, Any]) -> None:
     else:
         typer.echo(f"worker lag: unknown ({report['lag_error']})")
     typer.echo(f"dead letters: {report['dead_letters']}")
+    typer.echo(f"lost events (producer sequence gaps): {report.get('lost_events', 0)}")
 
 
 def _show(report: dict[str, Any], as_json: bool, title: str) -> None:

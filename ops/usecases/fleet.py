@@ -95,13 +95,15 @@ def fleet_report(settings: Any, addresses: Any) -> dict[str, Any]:
     """Per agent: live policy from Redis; dead letters; worker lag per partition."""
     from projections.policy_store import PolicyStore
 
-    policies = {a: policy_summary(p) for a, p in
-                PolicyStore(redis_client(addresses.redis_url), settings.topic_prefix)
-                .all_policies().items()}
+    store = PolicyStore(redis_client(addresses.redis_url), settings.topic_prefix)
+    policies = {a: policy_summary(p) for a, p in store.all_policies().items()}
+    gaps = store.gaps()
     try:
         broker = asyncio.run(asyncio.wait_for(
             broker_view(settings, addresses.kafka_bootstrap), timeout=30))
     except Exception as exc:  # noqa: BLE001 - show what we have
         broker = {"error": f"{type(exc).__name__}: {exc}", "dead_letters": None, "lag": None,
                   "lag_error": "broker unreachable", "total_lag": None}
-    return {"prefix": settings.topic_prefix, "agents": policies, **broker}
+    # A gap is a producer sequence number that never arrived: a lost event.
+    return {"prefix": settings.topic_prefix, "agents": policies, "lost_events": sum(gaps.values()),
+            "gaps_by_partition": gaps, **broker}

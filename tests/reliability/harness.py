@@ -23,9 +23,10 @@ from agents.client import AgentClient
 from ops.stack.processes import Spawned, free_port, port_open, stop
 from ops.stack.servers import kafka_address, start_kafka
 from ops.stack.workers import start_worker, wait_ready
-from projections.feature_store import OnlineFeatureStore, feature_key
+from projections.feature_store import OnlineFeatureStore
 from projections.features import deltas, reference
 from projections.online import MEMORY_TYPES
+from projections.policy_store import PolicyStore
 from schemas import Envelope
 from schemas.settings import Addresses, Settings
 
@@ -148,7 +149,7 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
         for k, v in counters.items():
             if row is None or abs(row.counters.get(k, 0.0) - v) > 1e-6 * max(1.0, abs(v)):
                 wrong.append(f"{entity}.{k}")
-    gaps = sum(int(r.hget(feature_key(lab.prefix, e), "gaps") or 0) for e in want)
+    gaps = sum(PolicyStore(r, lab.prefix).gaps().values())
     # archive: every sent event id exactly once
     ids = [ev.event_id for ev in sent]
     with psycopg.connect(lab.addresses.database_url) as conn:
