@@ -20,6 +20,9 @@ cmd="${1:-demo}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test)
+    # Lint and types first: a regression in either fails the test command (and CI).
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy" schemas agents streams projections ops
     bash ops/scripts/browser.sh || echo "no headless Chromium: browser tests will be skipped" >&2
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -164,6 +164,8 @@ class BatchIntake(ConsumerRebalanceListener):
         partitions = await self._same_incarnation(partitions)
         offsets = {tp: OffsetAndMetadata(self.done[tp], self.topic_ids.get(tp.topic) or "")
                    for tp in partitions if tp in self.done}
+        if not offsets:
+            return
         try:
             assert self.consumer is not None
             await self.consumer.commit(offsets)
