@@ -141,6 +141,7 @@ def main() -> None:
 # Commands defined in other modules register themselves on ``app`` when imported.
 from ops import commands as _commands  # noqa: E402,F401
 from ops import fleet as _fleet  # noqa: E402,F401
+from ops import privacy_cli as _privacy_cli  # noqa: E402,F401
 from ops import replay_cli as _replay_cli  # noqa: E402,F401
 from ops import report_cli as _report_cli  # noqa: E402,F401
 

@@ -71,7 +71,7 @@ def bench(
 
 @app.command()
 def evaluate(
-    what: Annotated[str, typer.Argument(help="storypoints | changes")],
+    what: Annotated[str, typer.Argument(help="storypoints | changes | pii")],
     data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
     = None,
     as_json: AsJson = False,
@@ -84,8 +84,14 @@ def evaluate(
     from ops.data import data_path
     from projections import evaluate as ev
 
+    if what == "pii":  # PII detectors against the hand-labelled texts (ops.privacy_cli)
+        from ops.privacy_cli import evaluate_pii, print_pii
+
+        pii = evaluate_pii()
+        typer.echo(json.dumps(pii)) if as_json else print_pii(pii)
+        return
     if what not in ("storypoints", "changes"):
-        fail(f"unknown evaluation {what!r}; use storypoints or changes")
+        fail(f"unknown evaluation {what!r}; use storypoints, changes or pii")
     folder = data or data_path(what)
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")
