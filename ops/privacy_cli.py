@@ -129,7 +129,7 @@ def export_cmd(
     from projections.export import ExportError, export
 
     try:
-        report = export(dataset, out, k=k, l=l_div, folder=data, projects=project)
+        report = export(dataset, out, k=k, l_div=l_div, folder=data, projects=project)
     except (ExportError, FileNotFoundError) as exc:
         fail(str(exc))
         return

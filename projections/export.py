@@ -65,7 +65,7 @@ class ExportReport:
     suppressed: int
     suppression_rate: float
     k: int
-    l: int | None
+    l_diversity: int | None
     min_distinct_outcomes: int
     quasi_identifiers: list[str] = field(default_factory=list)
     sensitive: str = ""
@@ -111,13 +111,13 @@ def _month(value: str) -> str:
 
 
 def anonymise(df: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str, k: int,
-              l: int | None = None) -> pd.DataFrame:
+              l_div: int | None = None) -> pd.DataFrame:
     """One row per input row with its quasi-identifiers generalised (strings); order lost.
 
     Numeric quasi-identifiers become ``"lo-hi"`` ranges, others comma-joined
     sets. Raises :class:`ExportError` for unusable input (missing columns,
     non-numeric values in a numeric column, ``k`` < 1, ``l`` larger than the
-    number of distinct outcomes).
+    number of distinct outcomes). ``l_div`` asks for distinct l-diversity.
     """
     import anonypyx
 
@@ -127,13 +127,14 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str
         raise ExportError(f"columns missing from the data: {missing}")
     if not isinstance(k, int) or k < 1:
         raise ExportError(f"k must be an integer >= 1, got {k!r}")
-    if l is not None and (not isinstance(l, int) or l < 1):
-        raise ExportError(f"l must be an integer >= 1, got {l!r}")
+    if l_div is not None and (not isinstance(l_div, int) or l_div < 1):
+        raise ExportError(f"l must be an integer >= 1, got {l_div!r}")
     data = df[[*qi, sensitive]].reset_index(drop=True).copy()
     if len(data) < k:
         return data.iloc[0:0].astype(str)  # too few rows to hide anyone: suppress all
-    if l is not None and data[sensitive].nunique() < l:
-        raise ExportError(f"only {data[sensitive].nunique()} distinct {sensitive} values; l={l}")
+    if l_div is not None and data[sensitive].nunique() < l_div:
+        raise ExportError(f"only {data[sensitive].nunique()} distinct {sensitive} values; "
+                          f"l={l_div}")
     for col in qi:
         if pd.api.types.is_numeric_dtype(data[col]) and not pd.api.types.is_bool_dtype(data[col]):
             if data[col].isna().any():
@@ -141,8 +142,9 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str
             data[col] = data[col].astype("int64")  # anonypyx ranges are over integers
         else:
             data[col] = data[col].astype(str).astype("category")
-    anonymiser = anonypyx.Anonymiser(data, k=k, l=l, feature_columns=qi, sensitive_column=sensitive,
-                                     algorithm="Mondrian", generalisation_strategy="human-readable")
+    anonymiser = anonypyx.Anonymiser(
+        data, k=k, l=l_div, feature_columns=qi, sensitive_column=sensitive,
+        algorithm="Mondrian", generalisation_strategy="human-readable")
     classes = anonymiser.anonymise()
     rows = classes.loc[classes.index.repeat(classes["count"])].drop(columns="count")
     rows = rows[[*qi, sensitive]].reset_index(drop=True)
@@ -154,9 +156,9 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str
 
 
 def check(rows: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str, k: int,
-          l: int | None = None) -> dict[str, int]:
+          l_div: int | None = None) -> dict[str, int]:
     """Group by the quasi-identifiers; :class:`ExportError` unless every class has >= k rows
-    (and >= l distinct ``sensitive`` values). Returns ``classes``, ``min_class``,
+    (and >= ``l_div`` distinct ``sensitive`` values). Returns ``classes``, ``min_class``,
     ``min_distinct`` (0 for an empty export)."""
     if rows.empty:
         return {"classes": 0, "min_class": 0, "min_distinct": 0}
@@ -164,14 +166,15 @@ def check(rows: pd.DataFrame, quasi_identifiers: Sequence[str], sensitive: str, 
     sizes, distinct = groups.size(), groups.nunique(dropna=False)
     if int(sizes.min()) < k:
         raise ExportError(f"a class has {int(sizes.min())} rows < k={k}")
-    if l is not None and int(distinct.min()) < l:
-        raise ExportError(f"a class has {int(distinct.min())} distinct {sensitive} < l={l}")
+    if l_div is not None and int(distinct.min()) < l_div:
+        raise ExportError(f"a class has {int(distinct.min())} distinct {sensitive} < l={l_div}")
     return {"classes": int(len(sizes)), "min_class": int(sizes.min()),
             "min_distinct": int(distinct.min())}
 
 
-def export(dataset: str, out: str | Path, k: int = 5, l: int | None = None,
-           folder: str | Path | None = None, projects: Sequence[str] | None = None) -> ExportReport:
+def export(dataset: str, out: str | Path, k: int = 5, l_div: int | None = None,
+           folder: str | Path | None = None,
+           projects: Sequence[str] | None = None) -> ExportReport:
     """Write the k-anonymous CSV of ``dataset`` to ``out``, re-read it, check it, report.
 
     ``folder`` defaults to the shipped data; ``projects`` limits the export.
@@ -183,16 +186,17 @@ def export(dataset: str, out: str | Path, k: int = 5, l: int | None = None,
         folder = Path(__file__).resolve().parents[1] / "ops" / "data" / dataset
     qi, sensitive = DATASETS[dataset]
     frame = (story_frame if dataset == "storypoints" else change_frame)(folder, projects)
-    rows = anonymise(frame, qi, sensitive, k, l)
+    rows = anonymise(frame, qi, sensitive, k, l_div)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(path, index=False)
     written = pd.read_csv(path, dtype=str, keep_default_na=False)
-    found = check(written, qi, sensitive, k, l)
+    found = check(written, qi, sensitive, k, l_div)
     suppressed = len(frame) - len(written)
     return ExportReport(
         dataset=dataset, rows_in=len(frame), rows_out=len(written), classes=found["classes"],
         min_class=found["min_class"], suppressed=suppressed,
-        suppression_rate=round(suppressed / len(frame), 4) if len(frame) else 0.0, k=k, l=l,
+        suppression_rate=round(suppressed / len(frame), 4) if len(frame) else 0.0, k=k,
+        l_diversity=l_div,
         min_distinct_outcomes=found["min_distinct"], quasi_identifiers=list(qi),
         sensitive=sensitive, seconds=round(time.monotonic() - began, 2))

@@ -147,7 +147,7 @@ def common_words(texts: Iterable[str], min_docs: int = 5) -> list[str]:
     (``schemas/pii_common_words.txt``: :func:`story_common_words` of the shipped
     story-point texts less the labelled ones; a test checks it is current).
 
-    >>> common_words(["the Studio and the studio", "studio crashed", "Mario said"], 2)
+    >>> common_words(["the Studio", "the studio", "studio crashed", "Mario said"], 2)
     ['studio', 'the']
     """
     df: Counter[str] = Counter()

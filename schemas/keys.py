@@ -107,7 +107,7 @@ class MasterKey(ABC):
         """Wrap again under the current version (a KMS does this server-side)."""
         return self.wrap(self.unwrap(version, wrapped))
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Pick up versions another process added (no-op for a single-process key)."""
 
 
@@ -165,11 +165,11 @@ class KeyStore(ABC):
 
     @abstractmethod
     def data_key(self, subject_id: str) -> DataKey:
-        """The subject's current data key, created on first use; :class:`SubjectErased` after erasure."""
+        """The subject's current data key, made on first use; :class:`SubjectErased` if erased."""
 
     @abstractmethod
     def data_key_version(self, subject_id: str, version: int) -> DataKey | None:
-        """One version; ``None`` if the subject was erased, :class:`UnknownKey` if it never existed."""
+        """One version; ``None`` if the subject was erased, :class:`UnknownKey` if never made."""
 
     @abstractmethod
     def new_version(self, subject_id: str) -> DataKey:
@@ -177,7 +177,7 @@ class KeyStore(ABC):
 
     @abstractmethod
     def erase(self, subject_id: str) -> int:
-        """Destroy every version of the subject's key and remember the erasure; returns the count."""
+        """Destroy every version of the subject's key, keep a tombstone; returns the count."""
 
     @abstractmethod
     def is_erased(self, subject_id: str) -> bool:
@@ -191,7 +191,7 @@ class KeyStore(ABC):
     def stats(self) -> dict[str, Any]:
         """Counts for reports: ``subjects``, ``data_keys``, ``erased``, ``kek_version``."""
 
-    def forget(self, subject_id: str) -> None:
+    def forget(self, subject_id: str) -> None:  # noqa: B027 - only caching stores need it
         """Drop cached keys of a subject another process erased (on ``subject.erased``)."""
 
 

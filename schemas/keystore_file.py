@@ -75,8 +75,10 @@ class FileMasterKey(_LocalMasterKey):
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "master.json"
     >>> mk = FileMasterKey(path)
     >>> v, blob = mk.wrap(bytes(32))
-    >>> mk.rotate(), FileMasterKey(path).unwrap(v, blob) == bytes(32), oct(path.stat().st_mode & 0o777)
-    (2, True, '0o600')
+    >>> mk.rotate(), FileMasterKey(path).unwrap(v, blob) == bytes(32)
+    (2, True)
+    >>> oct(path.stat().st_mode & 0o777)
+    '0o600'
     """
 
     def __init__(self, path: str | Path) -> None:

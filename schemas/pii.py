@@ -30,8 +30,9 @@ tokens), ``PHONE`` and ``CARD``.
 
 >>> d = PatternDetector()
 >>> text = "ask [~cbarber] or a.b@example.org; see /Users/tom/x.log, password=hunter2 on 10.1.2.3"
->>> [(f.type, text[f.start:f.end]) for f in d.analyze(text)]
-[('USER', '[~cbarber]'), ('EMAIL', 'a.b@example.org'), ('HOME', 'tom'), ('KEY', 'hunter2'), ('HOST', '10.1.2.3')]
+>>> [(f.type, text[f.start:f.end]) for f in d.analyze(text)]  # doctest: +NORMALIZE_WHITESPACE
+[('USER', '[~cbarber]'), ('EMAIL', 'a.b@example.org'), ('HOME', 'tom'),
+ ('KEY', 'hunter2'), ('HOST', '10.1.2.3')]
 >>> redact(text, d.analyze(text))
 'ask <USER> or <EMAIL>; see /Users/<HOME>/x.log, password=<KEY> on <HOST>'
 """

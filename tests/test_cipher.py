@@ -53,7 +53,8 @@ class CipherContract:
             cipher.decrypt(token, **moved)
         assert "Mario" not in str(err.value)
 
-    def test_swapping_the_key_id_or_flipping_a_bit_fails_authentication(self, cipher: Cipher) -> None:
+    def test_swapping_the_key_id_or_flipping_a_bit_fails_authentication(
+            self, cipher: Cipher) -> None:
         token = self._enc(cipher)
         self._enc(cipher, "other", subject="s2")
         enc = EncryptedField.from_wire(token)

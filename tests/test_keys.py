@@ -154,7 +154,8 @@ class TestFileKeyStore(KeyStoreContract):
         assert not any(b in raw for b in blobs) and other in raw
         assert FileKeyStore(folder).data_key_version("s7", 1) is None  # a fresh process agrees
 
-    def test_two_stores_on_one_folder_share_keys_rotations_and_erasures(self, tmp_path: Path) -> None:
+    def test_two_stores_on_one_folder_share_keys_rotations_and_erasures(
+            self, tmp_path: Path) -> None:
         a, b = FileKeyStore(tmp_path / "k"), FileKeyStore(tmp_path / "k")
         ka = a.data_key("x")
         assert b.data_key("x") == ka
@@ -189,8 +190,8 @@ class TestFileKeyStore(KeyStoreContract):
         threads = [threading.Thread(target=traffic, args=(t,)) for t in ("t1", "t2")]
         for t in threads:
             t.start()
-        script = ("import sys; from schemas.keystore_file import FileKeyStore as F; s = F(sys.argv[1]);"
-                  " [s.data_key(f'p-{i}') for i in range(200)]")
+        script = ("import sys; from schemas.keystore_file import FileKeyStore as F;"
+                  " s = F(sys.argv[1]); [s.data_key(f'p-{i}') for i in range(200)]")
         proc = subprocess.Popen([sys.executable, "-c", script, str(folder)],
                                 env={**os.environ, "PYTHONPATH": str(Path.cwd())})
         rotations = [store.rotate_master() for _ in range(3)]

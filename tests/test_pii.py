@@ -19,7 +19,8 @@ from schemas.pii_presidio import COMMON_WORDS, PresidioDetector
 
 LABELS = data_path("pii") / "labels.jsonl"
 EXAMPLE = ("Thanks Mario Juric! Ask [~jbosch] or mjuric@lsst.org; log at /Users/tom/x.log, "
-           "proxy http://bob:hunter2@10.20.30.40:8080 and --password=s3cr3tpw on dev@clrinfoport09:~")
+           "proxy http://bob:hunter2@10.20.30.40:8080 and --password=s3cr3tpw "
+           "on dev@clrinfoport09:~")
 EXPECTED = {("USER", "[~jbosch]"), ("EMAIL", "mjuric@lsst.org"), ("HOME", "tom"),
             ("KEY", "bob:hunter2"), ("KEY", "s3cr3tpw"), ("HOST", "clrinfoport09")}
 
