@@ -8,10 +8,12 @@ cd "$(dirname "$0")"
 VENV="${SELFLEARN_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 
-if [ ! -x "$VENV/bin/selflearn" ] || [ setup.cfg -nt "$VENV/.installed" ]; then
+if [ ! -x "$VENV/bin/selflearn" ] || [ setup.cfg -nt "$VENV/.installed" ] \
+   || [ requirements-pinned.txt -nt "$VENV/.installed" ]; then
   echo "setting up $VENV (first run only) ..." >&2
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q --no-deps --require-hashes -r requirements-pinned.txt
   "$VENV/bin/pip" install -q -e ".[test,dev]"
   touch "$VENV/.installed"
 fi

@@ -40,7 +40,7 @@ def bench(
 
 
 def evaluate(
-    what: Annotated[str, typer.Argument(help="storypoints | changes")],
+    what: Annotated[str, typer.Argument(help="storypoints | changes | pii")],
     data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
     = None,
     as_json: AsJson = False,
@@ -54,8 +54,18 @@ def evaluate(
     from ops.usecases.evaluate import WHATS
     from ops.usecases.evaluate import evaluate as run_evaluation
 
+    if what == "pii":  # PII detectors against the hand-labelled texts
+        from ops.cli.privacy import print_pii
+        from ops.usecases.privacy import evaluate_pii
+
+        pii = evaluate_pii()
+        if as_json:
+            typer.echo(json.dumps(pii))
+        else:
+            print_pii(pii)
+        return
     if what not in WHATS:
-        fail(f"unknown evaluation {what!r}; use storypoints or changes")
+        fail(f"unknown evaluation {what!r}; use storypoints, changes or pii")
     folder = data or data_path(what)
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from ops.cli import audit, measure, operate, replay, report, run, stack
+from ops.cli import audit, measure, operate, privacy, replay, report, run, stack
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("up", stack.up),
@@ -34,6 +34,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("promote", operate.promote),
     ("rollback", operate.rollback),
     ("report", report.report),
+    ("export", privacy.export),
 )
 
 
