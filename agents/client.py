@@ -34,6 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
+from schemas.protect import CONTEXT_PERSONAL, Protector
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,34 @@ class Rejected:
         return False
 
 
+class _Sealed:
+    """An event sealed and encoded off the caller's thread (:class:`agents.producer.Deferred`)."""
+
+    __slots__ = ("event", "later", "soon")
+
+    def __init__(self, event: Envelope, later: Protector, soon: Protector) -> None:
+        self.event, self.later, self.soon = event, later, soon
+
+    def __call__(self) -> bytes:
+        return encode(self.later.protect(self.event))
+
+    def now(self) -> bytes:
+        return encode(self.soon.protect(self.event))
+
+
+def _withheld(event_type: str, payload: Any) -> Any:
+    """A rejected attempt without its personal text (dead letters must not hold it)."""
+    if not isinstance(payload, Mapping):
+        return payload
+    personal = set(CATALOG[event_type].personal_fields) if event_type in CATALOG else set()
+    out = {k: ("[withheld]" if k in personal else v) for k, v in payload.items()}
+    context = out.get("context")
+    if isinstance(context, Mapping):
+        out["context"] = {k: ("[withheld]" if k in CONTEXT_PERSONAL else v)
+                          for k, v in context.items()}
+    return out
+
+
 class AgentClient:
     """One agent's handle on selflearn.
 
@@ -61,6 +90,13 @@ class AgentClient:
     background producer delivers it (keyed by agent id, so one agent's events
     keep their order). With ``bootstrap=None`` events wait in the durable
     outbox until a client with a broker address drains it.
+
+    With a ``protector`` (:meth:`from_settings` makes one), personal fields and
+    the persons named in them are encrypted per data subject on the producer
+    thread, before the event is encoded — so neither the broker nor the outbox
+    file ever holds them in clear; ``emit`` only queues the envelope. Where the
+    caller's thread must write the outbox itself (queue full, or no broker),
+    ``protector_now`` seals it there (pattern detection at most, never NER).
     """
 
     def __init__(
@@ -78,6 +114,8 @@ class AgentClient:
         ssl_context: ssl.SSLContext | None = None,
         on_decision: Callable[[Decision], object] | None = None,
         resend_window_s: float = 30.0,
+        protector: Protector | None = None,
+        protector_now: Protector | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -85,6 +123,8 @@ class AgentClient:
         self.topic_prefix = topic_prefix
         self._key = agent_id.encode()
         self._scrub = scrub
+        self.protector = protector
+        self._protect_now = protector_now or protector
         self._topics = {s.type: topic_name(topic_prefix, s.stream) for s in CATALOG.values()}
         self.dead_letter_topic = topic_name(topic_prefix, DEAD_LETTER)
         if outbox_path is None:
@@ -123,6 +163,13 @@ class AgentClient:
         kwargs.setdefault(
             "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"
         )
+        if settings.privacy and "protector" not in kwargs:
+            from schemas.protect import detector_for, key_store
+
+            keys = key_store(settings)
+            kwargs["protector"] = Protector(keys, detector_for(settings.pii_detector))
+            quick = "none" if settings.pii_detector == "none" else "pattern"
+            kwargs["protector_now"] = Protector(keys, detector_for(quick))
         return cls(agent_id, bootstrap=addresses.kafka_bootstrap, **kwargs)
 
     # -- emitting (never blocks, never raises on bad input) -----------------------
@@ -153,16 +200,20 @@ class AgentClient:
                     sequence=seq,
                 )
                 self._next_seq[stream] = seq + 1
-                self._submit(self._topics[event.type], encode(event))
+                self._submit_event(event)
         except EventValidationError as exc:
-            attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
+            attempt = {"type": event_type, "payload": _withheld(event_type, payload),
+                       "subject_id": subject_id}
             return self._reject(orjson.dumps(attempt, default=str), exc)
         return event
 
-    def decide(self, context: Mapping[str, Any], *, request_id: str | None = None) -> Decision:
+    def decide(self, context: Mapping[str, Any], *, request_id: str | None = None,
+               subject_id: str | None = None) -> Decision:
         """Ask the in-process decision engine; logs the request and answer as events.
 
         Returns at once (no network on this path); see :mod:`agents.decision`.
+        The engine sees the plaintext context; the logged request is sealed
+        under ``subject_id`` (the data subject of the context's free text).
         """
         if self.engine is None:
             raise RuntimeError(f"{self.agent_id}: created without decision_kind; cannot decide")
@@ -174,19 +225,19 @@ class AgentClient:
         decision = self.engine.decide(context, request_id=rid)
         requested = self.emit("decision.requested",
                               {"request_id": rid, "kind": decision.kind, "context": context},
-                              correlation_id=rid, _scrubbed=True)
+                              subject_id=subject_id, correlation_id=rid, _scrubbed=True)
         self.emit("decision.made", {
             "request_id": rid, "kind": decision.kind, "output": decision.output,
             "model_version": decision.model_version, "policy": decision.policy,
             "inputs_digest": decision.inputs_digest, "features": decision.features,
             "latency_us": decision.latency_us,
-        }, correlation_id=rid, _scrubbed=True,
+        }, subject_id=subject_id, correlation_id=rid, _scrubbed=True,
            causation_id=str(requested.event_id) if isinstance(requested, Envelope) else None)
         return decision
 
     def emit_event(self, event: Envelope) -> Envelope:
         """Queue an already-built envelope (e.g. one being forwarded)."""
-        self._submit(self._topics[event.type], encode(event))
+        self._submit_event(event)
         return event
 
     def emit_raw(self, data: bytes) -> Envelope | Rejected:
@@ -195,7 +246,10 @@ class AgentClient:
             event = decode(data)
         except EventValidationError as exc:
             return self._reject(data, exc)
-        self._submit(self._topics[event.type], data)
+        if self.protector is None:
+            self._submit(self._topics[event.type], data)
+        else:
+            self._submit_event(event)
         return event
 
     def _reject(self, raw: bytes, exc: EventValidationError) -> Rejected:
@@ -206,6 +260,16 @@ class AgentClient:
         )
         self._submit(self.dead_letter_topic, record)
         return Rejected(exc.reason.value, exc.message)
+
+    def _submit_event(self, event: Envelope) -> None:
+        topic = self._topics[event.type]
+        if self.protector is None or self._protect_now is None:
+            self._submit(topic, encode(event))
+        elif self._producer is None:
+            self._submit(topic, encode(self._protect_now.protect(event)))
+        else:
+            self._producer.submit(topic, self._key, _Sealed(event, self.protector,
+                                                            self._protect_now))
 
     def _submit(self, topic: str, value: bytes) -> None:
         if self._producer is None:
@@ -233,6 +297,9 @@ class AgentClient:
         if self._producer is not None:
             self._producer.close(timeout)
         self._outbox.close()
+        close_keys = getattr(self.protector.keys, "close", None) if self.protector else None
+        if close_keys is not None:
+            close_keys()
 
     def __enter__(self) -> AgentClient:
         return self

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -45,6 +45,22 @@ IDLE_SLEEP_S = 0.002
 PROBE_S = 1.0  # how often the broker is asked whether it still has our topics
 RETRY_S = 0.5
 SWITCH_INTERVAL_S = 0.0002
+
+
+class Deferred(Protocol):
+    """An event whose bytes are made off the caller's thread (sealing personal data).
+
+    ``__call__`` runs on the producer thread (it may run PII detection and
+    encryption there); ``now`` runs on the caller's thread when the queue is
+    full and the event must go to the outbox at once (cheaper: no NER).
+    """
+
+    def __call__(self) -> bytes: ...
+
+    def now(self) -> bytes: ...
+
+
+Queued = tuple[int, str, bytes, "bytes | Deferred"]
 
 
 @dataclass
@@ -99,7 +115,7 @@ class BackgroundProducer:
         self._outbox = outbox
         self._topics = tuple(topics)
         self._partitions = partitions
-        self._queue: deque[Row] = deque()
+        self._queue: deque[Queued] = deque()
         self._queue_size = queue_size
         self._idempotence = idempotence
         self._timeout_ms = request_timeout_ms
@@ -120,15 +136,19 @@ class BackgroundProducer:
         self._thread.start()
 
     # -- caller side (hot path) -------------------------------------------------
-    def submit(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one encoded event; returns at once (never touches the network)."""
-        row = (next(self._seq), topic, key, value)
+    def submit(self, topic: str, key: bytes, value: bytes | Deferred) -> None:
+        """Queue one event (bytes, or :class:`Deferred` bytes); returns at once.
+
+        Never touches the network. A deferred value is made on the producer
+        thread, before anything leaves the process or reaches the outbox.
+        """
         self.stats.submitted += 1
         if len(self._queue) >= self._queue_size:
-            self._outbox.put_many([row])
+            data = value if isinstance(value, bytes) else value.now()
+            self._outbox.put_many([(next(self._seq), topic, key, data)])
             self.stats.spilled += 1
         else:
-            self._queue.append(row)
+            self._queue.append((next(self._seq), topic, key, value))
 
     def pending(self) -> int:
         """Events not yet acknowledged by the broker (queued, in flight or in the outbox)."""
@@ -155,7 +175,8 @@ class BackgroundProducer:
         rows: list[Row] = []
         with contextlib.suppress(IndexError):
             for _ in range(limit):
-                rows.append(self._queue.popleft())
+                seq, topic, key, value = self._queue.popleft()
+                rows.append((seq, topic, key, value if isinstance(value, bytes) else value()))
         return rows
 
     def _main(self) -> None:

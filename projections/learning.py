@@ -24,6 +24,7 @@ from projections.promotion import PromotionProjection, PromotionRefused, Transit
 from projections.shadow import Scored, ShadowProjection
 from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
+from schemas.cipher import FieldCipher
 from schemas.policy import LivePolicy, ModelRef
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ class LearningShard:
     False
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, cipher: FieldCipher | None = None) -> None:
         self.prefix = prefix
         self._scored: list[Scored] = []
-        self.shadow = ShadowProjection(on_scored=self._scored.append)
+        self.shadow = ShadowProjection(on_scored=self._scored.append, cipher=cipher)
         self.promotion = PromotionProjection(snapshot_of=self.shadow.model_snapshot,
                                              key_prefix=prefix)
         self.booted: set[str] = set()
@@ -165,16 +166,18 @@ class LearningRuntime:
 
     NAME = "learning"
 
-    def __init__(self, prefix: str, checkpoints: CheckpointStore) -> None:
+    def __init__(self, prefix: str, checkpoints: CheckpointStore,
+                 cipher: FieldCipher | None = None) -> None:
         self.prefix = prefix
         self.checkpoints = checkpoints
+        self.cipher = cipher
         self.shards: dict[int, LearningShard] = {}
         self.applied = 0
 
     def shard(self, partition: int) -> LearningShard:
         shard = self.shards.get(partition)
         if shard is None:
-            shard = self.shards[partition] = LearningShard(self.prefix)
+            shard = self.shards[partition] = LearningShard(self.prefix, self.cipher)
             state = self.checkpoints.load(f"{self.prefix}:{self.NAME}", partition)
             if state is not None:
                 shard.restore(state)

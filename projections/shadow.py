@@ -56,7 +56,9 @@ from projections.learners import Learner
 from projections.prequential import ModelState, Scored, error_of, finite
 from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
+from schemas.cipher import FieldCipher
 from schemas.envelope import thaw
+from schemas.protect import reveal_context
 
 Factories = Mapping[str, Callable[[], Learner]]
 MIN_SCORED_BEFORE_RESET = 500  # a challenger is reset only after this many scores
@@ -90,8 +92,10 @@ class ShadowProjection:
         self, agents: Mapping[str, AgentSpec] | None = None, *, max_pending: int = 100_000,
         window: int = 500, evaluate_every: int = 100,
         on_scored: Callable[[Scored], Any] | None = None,
+        cipher: FieldCipher | None = None,
     ) -> None:
         self.agents = dict(DEFAULT_AGENTS if agents is None else agents)
+        self.cipher = cipher
         self.on_scored = on_scored
         self.duplicates = 0  # redeliveries skipped (not in the snapshot: not part of the state)
         self._start(self.agents, max_pending, window, evaluate_every)
@@ -103,7 +107,9 @@ class ShadowProjection:
         self.models: dict[str, dict[str, ModelState]] = {}
         self.seq: dict[str, int] = {}
         self.protected: dict[str, list[str]] = {}  # agent -> [champion, canary or ""]
-        self.pending: dict[str, list[Any]] = {}  # "agent|key" -> [request_id, x, preds]
+        # "agent|key" -> [request_id, sealed context, preds, subject, request event id]:
+        # the context stays sealed here (and in the checkpoint); it is opened when used.
+        self.pending: dict[str, list[Any]] = {}
         self.marks = Watermarks()
         self.counters = {"dropped": 0, "unmatched": 0, "invalid": 0, "resets": 0}
 
@@ -132,13 +138,23 @@ class ShadowProjection:
         return out
 
     def forget(self, subject_id: str) -> int:
-        """Nothing is kept per data subject yet: returns 0.
+        """Drop the subject's pending predictions and the examples learners keep of them.
 
-        What it will drop once requests carry their subject (privacy issue):
-        the subject's pending predictions (they hold the request context) and
-        the examples that example-keeping learners (kNN) stored for them.
+        Pending predictions hold the request context (sealed); a learner that
+        stores examples (``knn_median``) drops the subject's tokens. Learners
+        that only keep aggregates (medians, token weights) keep nothing per
+        subject (docs/privacy.md, "Learners"). Returns how many items went.
         """
-        return 0
+        gone = [k for k, v in self.pending.items() if len(v) > 3 and v[3] == subject_id]
+        for k in gone:
+            del self.pending[k]
+        dropped = len(gone)
+        for models in self.models.values():
+            for m in models.values():
+                forget = getattr(m.learner, "forget", None)
+                if forget is not None:
+                    dropped += int(forget(subject_id))
+        return dropped
 
     # --------------------------------------------------------------- queries
 
@@ -175,17 +191,19 @@ class ShadowProjection:
         spec = self.specs.get(agent_id)
         if spec is None:
             spec = self.specs[agent_id] = default_spec(agent_id, kind)
-        context = thaw(event.payload["context"])
-        key = context.pop(OUTCOME_KEY.get(kind, ""), None)
+        sealed = thaw(event.payload["context"])
+        key = sealed.pop(OUTCOME_KEY.get(kind, ""), None)
         if spec.kind != kind or key is None:
             self.counters["invalid"] += 1
             return []
         request_id = event.payload["request_id"]
+        context = reveal_context(sealed, str(event.event_id), self.cipher)
         preds = {n: finite(m.learner.predict_one(context), kind)
                  for n, m in self.agent_models(agent_id).items()}
         slot = f"{agent_id}|{key}"
         self.pending.pop(slot, None)  # a newer request for the same outcome replaces it
-        self.pending[slot] = [request_id, context, preds]
+        self.pending[slot] = [request_id, sealed, preds, event.subject_id or "",
+                              str(event.event_id)]
         while len(self.pending) > self.max_pending:
             del self.pending[next(iter(self.pending))]
             self.counters["dropped"] += 1
@@ -217,7 +235,11 @@ class ShadowProjection:
 
     def _score(self, agent_id: str, kind: str, entry: list[Any], y: float,
                event: Envelope) -> list[Envelope]:
-        request_id, x, preds = entry
+        request_id, sealed, preds = entry[:3]
+        subject, request_event = (entry[3], entry[4]) if len(entry) > 3 else ("", "")
+        x = reveal_context(sealed, request_event, self.cipher)
+        if subject:
+            x["subject_id"] = subject  # example-keeping learners key their examples by it
         models = self.agent_models(agent_id)
         spec = self.specs[agent_id]
         errors: dict[str, float] = {}

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from projections.archive_projection import ArchiveProjection
 from projections.base import Sourced
 from projections.learning import LearningRuntime
@@ -24,6 +26,7 @@ from projections.registry import ModelRegistry
 from schemas import CATALOG, encode
 from schemas.deadletter import dead_letter
 from schemas.errors import ReasonCode
+from schemas.keys import KeyStore
 from streams.processing import Raw, split
 from streams.sensor import Sensor
 
@@ -46,8 +49,12 @@ class WorkerPipeline:
     def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
                  learning: LearningRuntime, policies: PolicyStore,
                  registry: ModelRegistry | None = None, sensor: Sensor | None = None,
-                 memory: MemoryProjection | None = None) -> None:
+                 memory: MemoryProjection | None = None, keys: KeyStore | None = None) -> None:
         self.sensor = sensor or Sensor()
+        self.keys = keys
+        self.prefix = prefix
+        # subject -> what each projection forgot (also kept in Redis for `erase` and the demo)
+        self.erasures: dict[str, dict[str, int]] = {}
         self.features = features
         self.memory = memory
         self.archive = archive
@@ -70,7 +77,32 @@ class WorkerPipeline:
             if sourced[0] in self._learning_topics:
                 self._learn(sourced, out)
         self.archive.apply(result.events)
+        for sourced in result.events:
+            event = sourced[3]
+            if event.type == "subject.erased" and event.subject_id:
+                self.forget(event.subject_id)
         return out
+
+    def forget(self, subject_id: str) -> dict[str, int]:
+        """A subject was erased: drop cached keys, then every projection's derived state.
+
+        Runs after the batch is applied, so nothing of the subject that came in
+        the same batch survives. Idempotent: a redelivered ``subject.erased``
+        forgets nothing more. The counts go to Redis (``<prefix>:erasures``).
+        """
+        if self.keys is not None:
+            self.keys.forget(subject_id)
+        report = {"features": self.features.forget(subject_id),
+                  "memory": self.memory.forget(subject_id) if self.memory is not None else 0,
+                  "learning": self.learning.forget(subject_id),
+                  "archive": self.archive.forget(subject_id)}
+        self.erasures[subject_id] = report
+        log.info("subject %s erased: forgot %s", subject_id, report)
+        try:
+            self.policies.r.hset(f"{self.prefix}:erasures", subject_id, orjson.dumps(report))
+        except Exception as exc:  # the report is informative; the forgetting is done
+            log.warning("could not record the erasure report: %s", type(exc).__name__)
+        return report
 
     def _learn(self, sourced: Sourced, out: Publish) -> None:
         topic, partition, offset, event = sourced

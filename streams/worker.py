@@ -33,6 +33,8 @@ from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas.catalog import STREAMS, topic_name
+from schemas.cipher import FieldCipher
+from schemas.protect import key_store
 from schemas.settings import Addresses, Settings, StackNotRunning, resolve
 from streams.incarnations import TopicIncarnations
 from streams.intake import BatchIntake
@@ -55,6 +57,9 @@ def build_pipeline(settings: Settings, addresses: Addresses,
     """Every projection of a worker, wired; connects to nothing until used."""
     client = redis.Redis.from_url(addresses.redis_url)
     prefix = settings.topic_prefix
+    # Readers decrypt personal text with the same key folder the SDK writes to.
+    keys = key_store(settings)
+    cipher = FieldCipher(keys)
     archive = EventArchive(addresses.database_url,
                            cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
     pipeline = WorkerPipeline(
@@ -64,10 +69,11 @@ def build_pipeline(settings: Settings, addresses: Addresses,
             ShortTermMemory(client, prefix=prefix, max_entries=settings.memory_max_entries,
                             ttl_s=settings.memory_ttl_s)),
         archive=ArchiveProjection(archive),
-        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url)),
+        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url), cipher),
         policies=PolicyStore(client, prefix=prefix),
         registry=ModelRegistry(addresses.mlflow_uri),
         sensor=sensor,
+        keys=keys,
     )
     return pipeline, archive
 

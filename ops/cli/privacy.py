@@ -1,4 +1,4 @@
-"""``selflearn export``: a k-anonymous CSV of the learning data (``evaluate pii`` is in measure)."""
+"""``selflearn export | erase | rotate-keys`` (``evaluate pii`` is in measure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ops.cli.common import AsJson, fail
+from ops.cli.common import AsJson, DataDir, fail, load_settings, print_table
 
 
 def print_pii(result: dict[str, Any], split: str = "test") -> None:
@@ -67,3 +67,46 @@ def export(
                   if l_div else "")
                + f"); suppressed {report.suppressed} ({report.suppression_rate:.2%}); "
                f"{report.seconds} s")
+
+
+def erase(
+    subject_id: Annotated[str, typer.Argument(help="The data subject (a pseudonymous id).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the event).")],
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the worker.")]
+    = 30.0,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Erase a data subject: destroy their keys, announce it, projections forget them."""
+    from ops.usecases.privacy import erase as erase_subject
+    from schemas.settings import StackNotRunning
+
+    try:
+        out = erase_subject(load_settings(data_dir), subject_id, reason, wait)
+    except StackNotRunning as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    forgot = out["forgot"]
+    rows = [[k, v] for k, v in (forgot or {}).items()]
+    print_table(f"erased {subject_id}: {out['key_versions_destroyed']} key version(s) destroyed",
+                ["projection", "items forgotten"], rows,
+                caption=f"subject.erased {out['event']}" + (
+                    "" if forgot else "; no worker answered yet (it forgets when it catches up)"))
+
+
+def rotate_keys(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Rotate the master key: new version, every data key re-wrapped, no event rewritten."""
+    from ops.usecases.privacy import rotate_keys as rotate
+    from schemas.settings import StackNotRunning
+
+    try:
+        out = rotate(load_settings(data_dir))
+    except StackNotRunning as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(f"master key v{out['kek_version']}: {out['rewrapped']} data keys re-wrapped "
+               f"(key.rotated {out['event']})")

@@ -35,6 +35,8 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("rollback", operate.rollback),
     ("report", report.report),
     ("export", privacy.export),
+    ("erase", privacy.erase),
+    ("rotate-keys", privacy.rotate_keys),
 )
 
 

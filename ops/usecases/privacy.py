@@ -79,3 +79,102 @@ def evaluate_pii(modes: tuple[str, ...] = MODES, labels: Path | None = None) -> 
             per_split[split] = {"texts": len(chosen), "micro": micro(report), "types": report}
         result["modes"][mode] = per_split
     return result
+
+
+async def send_to_every_partition(settings: Any, bootstrap: str, topic: str, key: bytes,
+                                  value: bytes) -> int:
+    """One copy of a control record in every partition of ``topic``; returns how many.
+
+    Learning state is sharded by partition across workers: a ``subject.erased``
+    must reach every shard, so every worker forgets (copies share the event id).
+    """
+    from aiokafka import AIOKafkaProducer
+
+    from streams.topics import ensure_topics, kafka_tls
+
+    tls = settings.kafka_ssl_context()
+    await ensure_topics(bootstrap, [topic], settings.partitions, tls)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                request_timeout_ms=10_000, **kafka_tls(tls))
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        for p in partitions:
+            await producer.send_and_wait(topic, value, key=key, partition=p)
+    finally:
+        await producer.stop()
+    return len(partitions)
+
+
+def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> dict[str, Any]:
+    """Crypto-shred a data subject, announce it, wait for the worker's forget report.
+
+    Destroys every data-key version of ``subject_id`` (their personal fields
+    read ``[erased]`` everywhere from now on), emits ``subject.erased`` on the
+    control topic (every partition), and waits up to ``wait_s`` for a worker
+    to record what each projection forgot (``forgot`` is ``None`` if none did:
+    the keys are destroyed all the same; a worker forgets when it catches up).
+    Raises :class:`schemas.settings.StackNotRunning` when no broker is known.
+    """
+    import asyncio
+    import time
+
+    import orjson
+
+    from ops.usecases.common import redis_client
+    from schemas import encode, new_event
+    from schemas.catalog import topic_name
+    from schemas.protect import key_store
+    from schemas.settings import resolve
+
+    addresses = resolve(settings)
+    keys = key_store(settings)
+    try:
+        versions = keys.erase(subject_id)
+    finally:
+        getattr(keys, "close", lambda: None)()
+    event = new_event("subject.erased", {"reason": reason}, producer="operator",
+                      subject_id=subject_id)
+    copies = asyncio.run(send_to_every_partition(
+        settings, addresses.kafka_bootstrap, topic_name(settings.topic_prefix, "control"),
+        subject_id.encode(), encode(event)))
+    r = redis_client(addresses.redis_url)
+    forgot = None
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        raw = r.hget(f"{settings.topic_prefix}:erasures", subject_id)
+        if raw is not None:
+            forgot = orjson.loads(raw)
+            break
+        time.sleep(0.2)
+    return {"subject": subject_id, "key_versions_destroyed": versions,
+            "event": str(event.event_id), "partitions": copies, "forgot": forgot}
+
+
+def rotate_keys(settings: Any) -> dict[str, Any]:
+    """New master-key version, every data key re-wrapped (no event rewritten), ``key.rotated``.
+
+    Safe while agents and workers run: the key store serialises the rotation
+    and processes that wrapped under the old version reload the new one.
+    """
+    import asyncio
+
+    from ops.usecases.operator_commands import send_keyed
+    from schemas import encode, new_event
+    from schemas.catalog import topic_name
+    from schemas.protect import key_store
+    from schemas.settings import resolve
+
+    addresses = resolve(settings)
+    keys = key_store(settings)
+    try:
+        rotation = keys.rotate_master()
+        stats = keys.stats()
+    finally:
+        getattr(keys, "close", lambda: None)()
+    event = new_event("key.rotated", {"key_id": f"kek-v{rotation.kek_version}", "scope": "master"},
+                      producer="operator")
+    asyncio.run(send_keyed(settings, addresses.kafka_bootstrap,
+                           topic_name(settings.topic_prefix, "control"), b"keys", encode(event)))
+    return {"kek_version": rotation.kek_version, "rewrapped": rotation.rewrapped,
+            "event": str(event.event_id), **{f"store_{k}": v for k, v in stats.items()}}
