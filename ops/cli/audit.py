@@ -33,15 +33,19 @@ def audit(
     """
     from ops.usecases.audit import audit_decision, audit_sample, summary_row
     from ops.usecases.common import redis_client
+    from schemas.cipher import FieldCipher
+    from schemas.protect import key_store
 
     if (decision_id is None) == (sample is None):
         fail("give either a DECISION_ID or --sample N")
     settings = load_settings(data_dir)
     addresses = resolve_or_fail(settings)
     archive, r = archive_or_fail(addresses), redis_client(addresses.redis_url)
+    cipher = FieldCipher(key_store(settings))  # requests' personal text, to recompute
     if sample is not None:
         report = audit_sample(archive, r, sample, seed, agent=agent,
-                              mlflow_uri=addresses.mlflow_uri, prefix=settings.topic_prefix)
+                              mlflow_uri=addresses.mlflow_uri, prefix=settings.topic_prefix,
+                              cipher=cipher)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:
@@ -49,16 +53,17 @@ def audit(
                         [[k, v] for k, v in report["by_version"].items()],
                         caption=f"snapshots from {report['by_source']}")
             typer.echo(f"match rate {report['match_rate']:.4f} "
-                       f"({report['matched']}/{report['checked']})")
+                       f"({report['matched']}/{report['checked']}; "
+                       f"{report['erased']} with erased inputs)")
             for m in report["mismatches"][:20]:
                 typer.echo(f"MISMATCH {m['decision_id']} ({m['model_version']}): {m['reason']}")
-        if report["matched"] != report["checked"]:
+        if report["matched"] + report["erased"] != report["checked"]:
             raise typer.Exit(1)
         return
     assert decision_id is not None
     try:
         result = audit_decision(archive, r, decision_id, mlflow_uri=addresses.mlflow_uri,
-                                prefix=settings.topic_prefix)
+                                prefix=settings.topic_prefix, cipher=cipher)
     except LookupError as exc:
         fail(str(exc))
     if as_json:
@@ -70,5 +75,5 @@ def audit(
                  for k, v in result.lineage.items()]
         print_table(f"audit of decision {result.decision_id} ({result.agent_id})",
                     ["field", "value"], rows)
-    if not result.match:
+    if not result.match and not result.inputs_erased:
         raise typer.Exit(1)

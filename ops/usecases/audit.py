@@ -37,8 +37,10 @@ from projections import archive_sql as q
 from projections.archive import EventArchive
 from projections.policy_store import PolicyStore
 from schemas import Envelope
+from schemas.cipher import FieldCipher
 from schemas.envelope import thaw
 from schemas.policy import ModelRef, model_key
+from schemas.protect import reveal
 
 Stored = tuple[Envelope, str]  # (event, "topic:partition@offset")
 FEATURE_TYPES = ("task.completed", "review.completed", "review.requested")
@@ -68,6 +70,9 @@ class AuditResult:
     digest_match: bool
     reason: str = ""  # why it does not match ("" when it does)
     lineage: dict[str, Any] = field(default_factory=dict)
+    # Personal inputs whose subject was erased: the decision cannot be recomputed,
+    # and that is reported as such, not as a mismatch.
+    inputs_erased: list[str] = field(default_factory=list)
 
     @property
     def match(self) -> bool:
@@ -192,8 +197,13 @@ def _requests(archive: EventArchive, decisions: list[Envelope]) -> dict[uuid.UUI
     return out
 
 
-def check(decision: Stored, request: Stored | None, snapshots: SnapshotResolver) -> AuditResult:
-    """Recompute one decision and compare it with what was served."""
+def check(decision: Stored, request: Stored | None, snapshots: SnapshotResolver,
+          cipher: FieldCipher | None = None) -> AuditResult:
+    """Recompute one decision and compare it with what was served.
+
+    The request's personal text is opened with ``cipher`` (the engine saw it in
+    clear); if its subject was erased the result says so in ``inputs_erased``.
+    """
     made, made_at = decision
     p = made.payload
     version = p["model_version"]
@@ -209,7 +219,13 @@ def check(decision: Stored, request: Stored | None, snapshots: SnapshotResolver)
         return result
     req, req_at = request
     result.lineage.update(request_event=str(req.event_id), request_at=req_at)
-    context, features = thaw(req.payload["context"]), thaw(p["features"])
+    opened = reveal(req, cipher)
+    if opened.erased:
+        result.inputs_erased = opened.erased
+        result.reason = (f"inputs erased (subject {req.subject_id}): "
+                         f"{', '.join(opened.erased)}; not recomputable")
+        return result
+    context, features = opened.payload["context"], thaw(p["features"])
     result.recomputed_digest = inputs_digest(context, features, version)
     result.digest_match = result.recomputed_digest == result.logged_digest
     snapshot, source = snapshots.get(made.producer, version)
@@ -257,7 +273,7 @@ def feature_lineage(archive: EventArchive, agent_id: str, until: str) -> dict[st
 
 def audit_decision(archive: EventArchive, redis_or_policy_store: Any,
                    decision_id_or_request_id: str, *, mlflow_uri: str | None = None,
-                   prefix: str = "selflearn") -> AuditResult:
+                   prefix: str = "selflearn", cipher: FieldCipher | None = None) -> AuditResult:
     """Audit one decision given its ``decision.made`` event id or its request id.
 
     Parameters
@@ -273,7 +289,7 @@ def audit_decision(archive: EventArchive, redis_or_policy_store: Any,
         archive.ensure_schema()
     decision, request = find_decision(archive, decision_id_or_request_id)
     resolver = SnapshotResolver(_store(redis_or_policy_store, prefix), mlflow_uri)
-    result = check(decision, request, resolver)
+    result = check(decision, request, resolver, cipher)
     result.lineage["features"] = feature_lineage(
         archive, result.agent_id, decision[0].occurred_at.isoformat())
     return result
@@ -281,11 +297,12 @@ def audit_decision(archive: EventArchive, redis_or_policy_store: Any,
 
 def audit_sample(archive: EventArchive, redis_or_policy_store: Any, n: int, seed: int = 0, *,
                  agent: str | None = None, mlflow_uri: str | None = None,
-                 prefix: str = "selflearn") -> dict[str, Any]:
+                 prefix: str = "selflearn", cipher: FieldCipher | None = None) -> dict[str, Any]:
     """Audit ``n`` decisions drawn at random (reproducibly, by ``seed``) from the archive.
 
     Returns ``{"checked", "matched", "match_rate", "mismatches", "by_version",
-    "by_policy", "by_source"}``; ``mismatches`` holds the failed results as dicts.
+    "by_policy", "by_source", "erased"}``; ``mismatches`` holds the failed results as
+    dicts; ``erased`` counts decisions whose inputs were erased (not mismatches).
     """
     if archive.backend is None:
         archive.ensure_schema()
@@ -304,15 +321,16 @@ def audit_sample(archive: EventArchive, redis_or_policy_store: Any, n: int, seed
         made = _select(archive, "type = 'decision.made' AND event_id = ANY(%s)",
                        [chosen[i:i + 500]])
         reqs = _requests(archive, [m[0] for m in made])
-        results.extend(check(m, reqs.get(m[0].event_id), resolver) for m in made)
+        results.extend(check(m, reqs.get(m[0].event_id), resolver, cipher) for m in made)
     matched = sum(r.match for r in results)
+    erased = sum(bool(r.inputs_erased) for r in results)
     return {
-        "checked": len(results), "matched": matched,
+        "checked": len(results), "matched": matched, "erased": erased,
         "match_rate": matched / len(results) if results else 0.0,
         "by_version": _counts(r.model_version for r in results),
         "by_policy": _counts(r.policy for r in results),
         "by_source": _counts(r.lineage.get("snapshot", {}).get("source", "-") for r in results),
-        "mismatches": [r.as_dict() for r in results if not r.match],
+        "mismatches": [r.as_dict() for r in results if not r.match and not r.inputs_erased],
     }
 
 
