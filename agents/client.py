@@ -34,7 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
-from schemas.protect import CONTEXT_PERSONAL, Protector
+from schemas.protect import CONTEXT_PERSONAL, Protector, personal_paths
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class AgentClient:
         """Validate and queue one event; returns the envelope, or :class:`Rejected`."""
         try:
             if self._scrub is not None and not _scrubbed:
-                payload = self._scrub(event_type, payload)
+                payload = self._scrubbed(event_type, payload)
             stream = CATALOG[event_type].stream if event_type in CATALOG else "agent"
             # Sequence and queue position are taken together, so each stream's
             # sequence is dense in the order its events reach the broker; it is
@@ -221,7 +221,7 @@ class AgentClient:
         if self._scrub is not None:
             # The engine sees exactly what the logged request carries (PII removed),
             # so an auditor can recompute the decision from the event alone.
-            context = self._scrub("decision.requested", context)
+            context = self._scrubbed("decision.requested", {"context": context})["context"]
         decision = self.engine.decide(context, request_id=rid)
         requested = self.emit("decision.requested",
                               {"request_id": rid, "kind": decision.kind, "context": context},
@@ -234,6 +234,28 @@ class AgentClient:
         }, subject_id=subject_id, correlation_id=rid, _scrubbed=True,
            causation_id=str(requested.event_id) if isinstance(requested, Envelope) else None)
         return decision
+
+    def _scrubbed(self, event_type: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The scrubber's output; with a protector, personal text is left to the protector.
+
+        Personal text is sealed per subject (its PII spans each under their own
+        key), so the scrubber's destructive redaction is not needed there and
+        would keep named persons from getting their own key.
+        """
+        assert self._scrub is not None
+        scrubbed = self._scrub(event_type, payload)
+        if self.protector is None:
+            return scrubbed
+        paths = personal_paths(event_type, payload)
+        if not paths:
+            return scrubbed
+        out = dict(scrubbed)
+        for path in paths:
+            if len(path) == 1:
+                out[path[0]] = payload[path[0]]
+            else:
+                out[path[0]] = {**out[path[0]], path[1]: payload[path[0]][path[1]]}
+        return out
 
     def emit_event(self, event: Envelope) -> Envelope:
         """Queue an already-built envelope (e.g. one being forwarded)."""

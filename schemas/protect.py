@@ -6,17 +6,18 @@
   decision context (:data:`CONTEXT_PERSONAL`), is encrypted whole under the
   event's data subject (``subject_id``; an event without one uses the
   producer's pseudonym ``agent:<producer>``);
-* inside that text, first, every span the detector finds of a person
-  (:data:`NAMED_TYPES`) is encrypted under the *named* person's subject,
+* inside that text, first, every span the detector finds is encrypted on its
+  own: a person's (:data:`NAMED_TYPES`) under the *named* person's subject,
   :meth:`Protector.person_subject` — an HMAC of the normalised name keyed by a
   data key of the key store, so the same name always gives the same pseudonym
-  and the name itself is never a key id. Erasing the reporter makes the whole
-  field unreadable; erasing a named person makes only their spans unreadable.
+  and the name itself is never a key id; other PII (paths, hosts, secrets)
+  under the event's subject. Erasing the reporter makes the whole field
+  unreadable; erasing a named person makes only their spans unreadable.
 
 :func:`reveal` opens an event for a reader: personal values decrypted, an
 erased one read as :data:`~schemas.cipher.ERASED` (never an exception, never
-ciphertext as text), and the spans of named persons either decrypted or, for
-learners, replaced by :data:`PERSON` (learners never featurise names).
+ciphertext as text), and the PII spans either decrypted or, for learners,
+replaced by :data:`REDACTED` (learners never featurise names or secrets).
 
 >>> from schemas import new_event
 >>> from schemas.keys import MemoryKeyStore
@@ -36,7 +37,7 @@ learners, replaced by :data:`PERSON` (learners never featurise names).
 >>> reveal(sealed, p.cipher).payload["description"]
 'Ada Lovelace saw it'
 >>> reveal(sealed, p.cipher, names=False).payload["description"]
-'[person] saw it'
+'[pii] saw it'
 >>> _ = keys.erase(p.person_subject("ada  lovelace"))
 >>> reveal(sealed, p.cipher).payload["description"]
 '[erased] saw it'
@@ -60,7 +61,7 @@ from schemas.catalog import CATALOG
 from schemas.cipher import ERASED, FieldCipher
 from schemas.envelope import Envelope, freeze, thaw
 from schemas.keys import CryptoError, KeyStore, SubjectErased
-from schemas.pii import Detector
+from schemas.pii import Detector, Finding
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 CONTEXT_PERSONAL = frozenset({"title", "description", "author"})
 #: Detector types that name a person: their spans get the named person's own key.
 NAMED_TYPES = frozenset({"PERSON", "USER", "EMAIL"})
-PERSON = "[person]"
+REDACTED = "[pii]"
 UNREADABLE = "[unreadable]"
 #: The key store subject whose data key keys the HMAC of named persons' pseudonyms.
 PSEUDONYM_KEY = "_pseudonyms"
@@ -76,7 +77,7 @@ _TOKEN = re.compile(r"enc1\.[A-Za-z0-9_-]*\.[1-9][0-9]{0,9}\.[A-Za-z0-9_-]{16}\.
                     r"[A-Za-z0-9_-]{22,}")
 
 
-def _paths(event_type: str, payload: Mapping[str, Any]) -> list[tuple[str, ...]]:
+def personal_paths(event_type: str, payload: Mapping[str, Any]) -> list[tuple[str, ...]]:
     """Where personal text sits in a payload: top-level fields and decision-context keys."""
     spec = CATALOG.get(event_type)
     out: list[tuple[str, ...]] = [] if spec is None else [
@@ -95,6 +96,15 @@ def subject_of(event: Envelope) -> str:
 
 def _normalise(name: str) -> str:
     return " ".join(name.casefold().split())
+
+
+def _disjoint(found: list[Finding]) -> list[Finding]:
+    """Findings sorted by start, overlapping ones dropped (the first one wins)."""
+    out: list[Finding] = []
+    for f in sorted(found, key=lambda f: (f.start, -f.end)):
+        if f.end > f.start and (not out or f.start >= out[-1].end):
+            out.append(f)
+    return out
 
 
 class Protector:
@@ -119,16 +129,18 @@ class Protector:
         if text == ERASED or _TOKEN.fullmatch(text):
             return text  # already sealed (a forwarded event): never wrap twice
         if self.detector is not None:
-            found = [f for f in self.detector.analyze(text) if f.type in NAMED_TYPES]
+            found = _disjoint(self.detector.analyze(text))
             for k, f in reversed(list(enumerate(found))):
-                person = self.person_subject(text[f.start:f.end])
+                owner = subject
+                if f.type in NAMED_TYPES:
+                    owner = self.person_subject(text[f.start:f.end])
+                    self.named += 1
                 try:
-                    token = self.cipher.encrypt(text[f.start:f.end], subject_id=person,
+                    token = self.cipher.encrypt(text[f.start:f.end], subject_id=owner,
                                                 event_id=event_id, field=f"{where}#{k}")
                 except SubjectErased:
                     token = ERASED
                 text = text[:f.start] + token + text[f.end:]
-                self.named += 1
         self.sealed += 1
         try:
             return self.cipher.encrypt(text, subject_id=subject, event_id=event_id, field=where)
@@ -137,7 +149,7 @@ class Protector:
 
     def protect(self, event: Envelope) -> Envelope:
         """The event with its personal text sealed (the same event if it has none)."""
-        paths = _paths(event.type, event.payload)
+        paths = personal_paths(event.type, event.payload)
         if not paths:
             return event
         payload = thaw(event.payload)
@@ -168,7 +180,7 @@ def _open_text(cipher: FieldCipher, token: str, event_id: str, where: str,
         return ERASED, True
     spans = list(_TOKEN.finditer(text))
     for k, m in reversed(list(enumerate(spans))):
-        value = PERSON
+        value = REDACTED
         if names:
             try:
                 value = cipher.decrypt(m[0], event_id=event_id, field=f"{where}#{k}")
@@ -200,7 +212,7 @@ def reveal(event: Envelope, cipher: FieldCipher | None, *, names: bool = True) -
     """The event's payload with personal text decrypted (``names=False``: persons redacted)."""
     payload = thaw(event.payload)
     opened = Opened(payload)
-    for path in _paths(event.type, payload):
+    for path in personal_paths(event.type, payload):
         holder = payload if len(path) == 1 else payload[path[0]]
         value = holder[path[-1]]
         where = ".".join(path)

@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
 from projections.archive_projection import ArchiveProjection
 from projections.base import Sourced
 from projections.learning import LearningRuntime
@@ -88,7 +86,9 @@ class WorkerPipeline:
 
         Runs after the batch is applied, so nothing of the subject that came in
         the same batch survives. Idempotent: a redelivered ``subject.erased``
-        forgets nothing more. The counts go to Redis (``<prefix>:erasures``).
+        (or its copy in another partition) forgets nothing more. The counts are
+        added up in Redis (``<prefix>:erasure:<subject>``, with ``copies`` seen)
+        over every copy and every worker, for ``erase`` and the demo to report.
         """
         if self.keys is not None:
             self.keys.forget(subject_id)
@@ -96,10 +96,17 @@ class WorkerPipeline:
                   "memory": self.memory.forget(subject_id) if self.memory is not None else 0,
                   "learning": self.learning.forget(subject_id),
                   "archive": self.archive.forget(subject_id)}
-        self.erasures[subject_id] = report
+        total = self.erasures.setdefault(subject_id, dict.fromkeys(report, 0))
+        for k, v in report.items():
+            total[k] += v
         log.info("subject %s erased: forgot %s", subject_id, report)
         try:
-            self.policies.r.hset(f"{self.prefix}:erasures", subject_id, orjson.dumps(report))
+            pipe = self.policies.r.pipeline()
+            key = f"{self.prefix}:erasure:{subject_id}"
+            for k, v in report.items():
+                pipe.hincrby(key, k, v)
+            pipe.hincrby(key, "copies", 1)
+            pipe.execute()
         except Exception as exc:  # the report is informative; the forgetting is done
             log.warning("could not record the erasure report: %s", type(exc).__name__)
         return report

@@ -119,8 +119,6 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
     import asyncio
     import time
 
-    import orjson
-
     from ops.usecases.common import redis_client
     from schemas import encode, new_event
     from schemas.catalog import topic_name
@@ -142,9 +140,11 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
     forgot = None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        raw = r.hget(f"{settings.topic_prefix}:erasures", subject_id)
-        if raw is not None:
-            forgot = orjson.loads(raw)
+        raw = {k.decode(): int(v) for k, v in
+               r.hgetall(f"{settings.topic_prefix}:erasure:{subject_id}").items()}
+        if raw.get("copies", 0) >= copies:  # every partition's copy was handled
+            raw.pop("copies")
+            forgot = raw
             break
         time.sleep(0.2)
     return {"subject": subject_id, "key_versions_destroyed": versions,
