@@ -9,6 +9,7 @@ lands (compressed time), or as a clean pass after a horizon.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import threading
 import time
@@ -44,6 +45,25 @@ class Progress:
     total: int = 0
     policies: dict[str, int] = field(default_factory=dict)
     abs_error: float = 0.0
+    subjects: list[str] = field(default_factory=list)  # data subjects seen, in order
+
+
+def reporter(kind: str, project: str, item: str) -> str:
+    """The pseudonymous data subject of an issue or change: who filed or wrote it.
+
+    The shipped data has no reporter or author column, so each issue (change)
+    stands for its own reporter (author): a stable pseudonym derived from the
+    project and the issue key (commit id). It is never a name; the free text of
+    the issue is that subject's personal data, and persons named in it get
+    their own subjects (``schemas.protect``).
+
+    >>> reporter("task", "mule", "MULE-1") == reporter("task", "mule", "MULE-1")
+    True
+    >>> reporter("task", "mule", "MULE-1")[:2]
+    'r-'
+    """
+    digest = hashlib.sha256(f"{kind}:{project}:{item}".encode()).hexdigest()[:16]
+    return ("r-" if kind == "task" else "a-") + digest
 
 
 def _task_rows(projects: tuple[str, ...]) -> Iterator[tuple[dict[str, object], float]]:
@@ -65,11 +85,14 @@ def run_task_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
         if stop.is_set():
             break
         pace.wait()
-        decision = client.decide(ctx)
+        subject = reporter("task", str(ctx["project"]), str(ctx["task_id"]))
+        decision = client.decide(ctx, subject_id=subject)
         progress.decisions += 1
+        progress.subjects.append(subject)
         progress.policies[decision.policy] = progress.policies.get(decision.policy, 0) + 1
         client.emit("task.estimated", {**ctx, "estimate": decision.output,
-                                       "model_version": decision.model_version})
+                                       "model_version": decision.model_version},
+                    subject_id=subject)
         backlog.append((ctx, actual, decision.output))
         if len(backlog) > COMPLETION_LAG:
             _complete(client, *backlog.pop(0), progress)
@@ -82,7 +105,7 @@ def _complete(client: AgentClient, ctx: dict[str, object], actual: float, estima
     client.emit("task.completed", {
         "task_id": ctx["task_id"], "project": ctx["project"], "actual_points": actual,
         "duration_s": actual * 3600.0, "success": abs(estimate - actual) <= max(1.0, actual / 2),
-    })
+    }, subject_id=reporter("task", str(ctx["project"]), str(ctx["task_id"])))
     progress.outcomes += 1
     progress.abs_error += abs(estimate - actual)
 
@@ -99,11 +122,13 @@ def run_review_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
             break
         pace.wait()
         ctx = {"change_id": change.transactionid, **change.x}
-        decision = client.decide(ctx)
+        subject = reporter("change", change.project, change.transactionid)
+        decision = client.decide(ctx, subject_id=subject)
         progress.decisions += 1
         progress.policies[decision.policy] = progress.policies.get(decision.policy, 0) + 1
         client.emit("review.requested", {"change_id": change.transactionid,
-                                         "project": change.project, "metrics": change.metrics})
+                                         "project": change.project, "metrics": change.metrics},
+                    subject_id=subject)
         days = CLEAN_AFTER_DAYS
         if change.bug and change.fixed_at is not None:
             days = min(days, max(0.0, (change.fixed_at - change.date).days))

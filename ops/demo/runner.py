@@ -46,6 +46,7 @@ class DemoResult:
     report: Path | None
     elapsed_s: float
     learned: dict[str, dict[str, dict[str, float]]]  # agent -> model -> latest shadow metrics
+    erasure: dict[str, Any] | None = None  # the subject erased half-way, and what it did
 
 
 def _start_vision(settings: Settings, addresses: Addresses, duration: float) -> subprocess.Popen:
@@ -77,7 +78,9 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         with console.status("starting the Faust worker (joins its consumer group) ..."):
             wait_ready(log, after=offset)
         vision = _start_vision(settings, addresses, duration)
-        result_agents = _run_agents(settings, addresses, duration, speed, clients, console)
+        erasure: dict[str, Any] = {}
+        result_agents = _run_agents(settings, addresses, duration, speed, clients, console,
+                                    erasure)
         vision_stats = _finish_vision(vision)
         vision = None
         with console.status("letting the worker finish learning from the last events ..."):
@@ -85,8 +88,10 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
         report, learned = _write_report(settings, addresses, console)
+        if erasure.get("subject"):
+            erasure["unreadable_events"] = _unreadable(addresses, erasure["subject"])
         result = DemoResult(result_agents, dict(policies), vision_stats, report,
-                            time.monotonic() - started, learned)
+                            time.monotonic() - started, learned, erasure or None)
         summarize(result, console)
         return result
     finally:
@@ -104,17 +109,51 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
                           "`selflearn down` stops the servers")
 
 
+def _erase_half_way(settings: Settings, progress: dict[str, AgentProgress],
+                    out: dict[str, Any]) -> None:
+    """Erase the first data subject the task estimator served (runs in its own thread)."""
+    from ops.usecases.privacy import erase
+
+    subjects = progress.get("task-estimator", AgentProgress()).subjects
+    if not subjects:
+        return
+    out["subject"] = subjects[0]
+    try:
+        out.update(erase(settings, subjects[0], "demo: right to erasure, half-way", wait_s=30))
+    except Exception as exc:  # the demo goes on; the report says what failed
+        out["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _unreadable(addresses: Addresses, subject: str) -> int:
+    """Archived events of ``subject`` with personal text (now unreadable)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(addresses.database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM events WHERE subject_id = %s AND type = "
+                               "ANY(%s)", (subject, ["decision.requested", "task.estimated"]))
+            return int(row.fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return -1
+
+
 def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed: float,
-                clients: list[AgentClient], console: Console) -> dict[str, AgentProgress]:
+                clients: list[AgentClient], console: Console,
+                erasure: dict[str, Any]) -> dict[str, AgentProgress]:
+    from schemas.protect import Protector, detector_for, key_store
+
     stop_flag = threading.Event()
     progress: dict[str, AgentProgress] = {}
     threads = []
+    keys = key_store(settings) if settings.privacy else None
     for plan in plans(speed):
+        # Personal text is sealed per data subject on each client's producer thread.
+        protector = Protector(keys, detector_for(settings.pii_detector)) if keys else None
         client = AgentClient(plan.agent_id, bootstrap=addresses.kafka_bootstrap,
                              topic_prefix=settings.topic_prefix, decision_kind=plan.kind,
                              redis_url=addresses.redis_url, partitions=settings.partitions,
                              outbox_path=Path(settings.data_dir) / "outbox" / f"{plan.agent_id}.db",
-                             on_decision=decision_observer(plan.agent_id))
+                             on_decision=decision_observer(plan.agent_id), protector=protector)
         clients.append(client)
         progress[plan.agent_id] = AgentProgress()
         t = threading.Thread(target=_guarded, args=(RUNNERS[plan.kind], client, plan,
@@ -130,7 +169,12 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
         clock = bars.add_task("demo time", total=duration, info="")
         ids = {a: bars.add_task(a, total=None, info="") for a in progress}
         end = time.monotonic() + duration
+        eraser: threading.Thread | None = None
         while time.monotonic() < end and any(t.is_alive() for t in threads):
+            if eraser is None and time.monotonic() > end - duration / 2:
+                eraser = threading.Thread(target=_erase_half_way,
+                                          args=(settings, progress, erasure), daemon=True)
+                eraser.start()
             for agent, task in ids.items():
                 p = progress[agent]
                 policy = clients[list(ids).index(agent)].engine.policy  # type: ignore[union-attr]
@@ -140,6 +184,8 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
             bars.update(clock, completed=duration - max(0.0, end - time.monotonic()))
             time.sleep(0.25)
     stop_flag.set()
+    if eraser is not None:
+        eraser.join(timeout=40)
     for t in threads:
         t.join(timeout=10)
     for c in clients:
@@ -204,6 +250,14 @@ def summarize(result: DemoResult, console: Console) -> None:
                       f"{v.get('fps', 0):.1f} fps, {v.get('dropped', 0)} dropped",
                       f"p99 frame {v.get('p99_frame_ms', 0):.1f} ms", "-")
     console.print(table)
+    e = result.erasure
+    if e:
+        forgot = ", ".join(f"{k} {v}" for k, v in (e.get("forgot") or {}).items()) or \
+            "no worker report yet"
+        console.print(f"erased half-way: subject {e.get('subject')} — "
+                      f"{e.get('key_versions_destroyed', 0)} key version(s) destroyed, "
+                      f"{e.get('unreadable_events', 0)} archived events now read '[erased]'; "
+                      f"forgotten: {forgot}" + (f" [red]{e['error']}[/]" if "error" in e else ""))
     console.print(learning_table(result))
     if result.report:
         console.print(f"HTML report: {result.report}")
