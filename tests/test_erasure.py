@@ -124,9 +124,11 @@ def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str) -> 
     with psycopg.connect(stack.database_url) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
-        for t in tables:  # every archive, checkpoint and catalog table, whole rows as text
-            chunks += [r[0].encode() for r in conn.execute(
-                f'SELECT t::text FROM "{t}" t').fetchall()]  # noqa: S608 - names from pg_tables
+        for t in tables:  # every archive, checkpoint and catalog table, every column
+            for row in conn.execute(f'SELECT * FROM "{t}"').fetchall():  # noqa: S608
+                # bytea (checkpoints) as its raw bytes: as text it would be hex
+                chunks += [bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
+                           for v in row]
     stores["postgresql"], chunks = b"\n".join(chunks), []
     r = redis.Redis.from_url(stack.redis_url)
     for key in r.scan_iter(count=1000):
