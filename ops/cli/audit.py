@@ -53,8 +53,10 @@ def audit(
                         [[k, v] for k, v in report["by_version"].items()],
                         caption=f"snapshots from {report['by_source']}")
             typer.echo(f"match rate {report['match_rate']:.4f} "
-                       f"({report['matched']}/{report['checked']}; "
-                       f"{report['erased']} with erased inputs)")
+                       f"({report['matched']}/{report['checked']})")
+            if report["erased"]:
+                typer.echo(f"{report['erased']} decisions have erased inputs (subject erased; "
+                           "not recomputable, not a mismatch)")
             for m in report["mismatches"][:20]:
                 typer.echo(f"MISMATCH {m['decision_id']} ({m['model_version']}): {m['reason']}")
         if report["matched"] + report["erased"] != report["checked"]:
