@@ -187,11 +187,12 @@ def test_the_worker_and_the_sdk_run_over_tls(
         assert client.flush(60)
         verdict = check(lab, sent)  # features and memory in Redis, archive in PostgreSQL
         assert verdict.clean(), verdict
-        # The SDK's read model refreshes from the TLS Redis: the worker's policy and
-        # this agent's online features reach the decision path.
+        # A first decision request makes the worker publish this agent's policy; the SDK's
+        # read model refreshes it and the agent's online features from the TLS Redis.
         engine = client.engine
         assert engine is not None
         ctx = {"task_id": "x", "project": "mule"}
+        assert client.decide(ctx).policy == "baseline"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
                 engine.policy is not None and engine.decide(ctx, request_id="probe").features):
