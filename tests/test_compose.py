@@ -234,8 +234,7 @@ def test_every_selflearn_service_gets_the_addresses(services: dict[str, dict[str
         assert urlsplit(env["SELFLEARN_REDIS_URL"]).scheme == "rediss"
         assert env["SELFLEARN_KAFKA_SECURITY_PROTOCOL"] == "SSL"
         # The settings really make TLS 1.3 with verify-full out of these variables.
-        tls = Settings(**{f: env[f"SELFLEARN_{f.upper()}"] for f in TLS_FIELDS},
-                       _env_file=None)  # type: ignore[call-arg]
+        tls = Settings.model_validate({f: env[f"SELFLEARN_{f.upper()}"] for f in TLS_FIELDS})
         assert tls.database_ssl_params()["sslmode"] == "verify-full"
         assert tls.database_ssl_params()["ssl_min_protocol_version"] == "TLSv1.3"
         assert tls.redis_kwargs()["ssl_certfile"] and tls.redis_tls(env["SELFLEARN_REDIS_URL"])
