@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -23,6 +23,7 @@ import redis
 
 from ops.stack.lifecycle import status
 from ops.stack.processes import Spawned, stop
+from ops.stack.workers import worker_env
 from schemas import Envelope
 from schemas.settings import Settings, resolve
 from tests.reliability.harness import Lab, PrivateBroker, check
@@ -170,10 +171,18 @@ def test_settings_from_the_environment_reach_both_servers_over_tls_1_3(
 def test_the_worker_and_the_sdk_run_over_tls(
         world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = _settings(world, monkeypatch)
-    lab = Lab.create(settings, resolve(settings), tmp_path)
+    tls = resolve(settings)
+    # The worker gets the plain URLs and the TLS settings (ops/stack/workers.py PASSED_ON):
+    # it can only reach the servers if its own Settings apply them.
+    plain = replace(tls, database_url=world.database_url, redis_url=world.redis_url)
+    env = worker_env(settings, plain)
+    assert env["SELFLEARN_REDIS_URL"].startswith("redis://") and "ssl" not in env[
+        "SELFLEARN_DATABASE_URL"]
+    assert env["SELFLEARN_REDIS_SSL_KEYFILE"] == str(world.pki.client_key)
+    lab = Lab.create(settings, plain, tmp_path)
     try:
-        # The worker inherits the TLS settings (ops/stack/workers.py PASSED_ON).
         lab.worker("w1")
+        lab.addresses = tls  # the SDK and the checker below: the resolved TLS addresses
         agent = "tls-estimator"
         client = lab.client(agent, decision_kind="task_estimate",
                             redis_url=lab.addresses.redis_url)
