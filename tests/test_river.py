@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from pydantic import SecretStr
 from river import checks
 
 from agents.decision import DecisionEngine, new_learner
@@ -56,7 +57,7 @@ def _trained(name: str, kind: str = "task_estimate") -> Any:
 
 
 def test_a_spec_builds_river_pipelines_and_unions() -> None:
-    model = build("river.(feature_extraction.BagOfWords(on='title') + "
+    model: Any = build("river.(feature_extraction.BagOfWords(on='title') + "
                   "feature_extraction.TFIDF(on='description')) | linear_model.LinearRegression("
                   "optimizer=optim.SGD(0.01), l2=0.001)")
     assert type(model).__name__ == "Pipeline"
@@ -137,7 +138,7 @@ def test_every_single_byte_change_of_a_snapshot_is_refused(name: str) -> None:
 
 def test_a_forged_pickle_is_never_unpickled(tmp_path: Path) -> None:
     trap = tmp_path / "pwned"
-    cls = TASK_LEARNERS["river_title_linear"]
+    cls: Any = TASK_LEARNERS["river_title_linear"]
     body = base64.b64encode(pickle.dumps(_Trap(trap))).decode()
     for mac in ("0" * 64, dumps_sealed(1, "learner 'river_title_linear'")["mac"]):
         forged = orjson.dumps({"learner": "river_title_linear", "mac": mac, "pickle": body})
@@ -151,7 +152,8 @@ def test_a_forged_pickle_is_never_unpickled(tmp_path: Path) -> None:
 
 
 def test_restore_tells_another_learners_snapshot_from_a_forgery() -> None:
-    title, jit = TASK_LEARNERS["river_title_linear"], TASK_LEARNERS["river_tfidf_pa"]
+    title: Any = TASK_LEARNERS["river_title_linear"]
+    jit: Any = TASK_LEARNERS["river_tfidf_pa"]
     with pytest.raises(ValueError, match="restore it with") as info:
         jit.restore(title().snapshot())
     assert not isinstance(info.value, SnapshotTampered)
@@ -201,17 +203,19 @@ def test_an_unsealed_detector_from_an_old_checkpoint_is_dropped_unread(tmp_path:
     assert not (tmp_path / "pwned").exists()
 
 
-def test_the_snapshot_key_comes_from_configuration(tmp_path: Path) -> None:
-    generated = snapshot_key(Settings(data_dir=tmp_path, _env_file=None))
+def test_the_snapshot_key_comes_from_configuration(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SELFLEARN_SNAPSHOT_KEY", raising=False)
+    monkeypatch.delenv("SELFLEARN_SNAPSHOT_KEY_FILE", raising=False)
+    generated = snapshot_key(Settings(data_dir=tmp_path))
     key_file = tmp_path / "snapshot.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    assert snapshot_key(Settings(data_dir=tmp_path, _env_file=None)) == generated
+    assert snapshot_key(Settings(data_dir=tmp_path)) == generated
     with pytest.raises(ValueError, match="at least 32"):
-        snapshot_key(Settings(data_dir=tmp_path, snapshot_key="short", _env_file=None))
+        snapshot_key(Settings(data_dir=tmp_path, snapshot_key=SecretStr("short")))
     other = tmp_path / "elsewhere.key"
     other.write_text("z" * 40 + "\n")
-    assert snapshot_key(Settings(data_dir=tmp_path, snapshot_key_file=other,
-                                 _env_file=None)) == b"z" * 40
+    assert snapshot_key(Settings(data_dir=tmp_path, snapshot_key_file=other)) == b"z" * 40
     assert generated not in TASK_LEARNERS["river_title_linear"]().snapshot()
 
 
@@ -233,21 +237,22 @@ def test_a_tampered_snapshot_is_refused_and_the_last_good_policy_keeps_serving(
         assert store.publish(policy, {ref: bytes(data)})
         return policy
 
+    def until(done: Any, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
     publish(1, 1)
     engine = DecisionEngine(agent, "task_estimate", redis_url=stack.redis_url, prefix=prefix,
                             refresh_s=0.05)
-    deadline = time.monotonic() + 10
-    while engine.policy is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(lambda: engine.policy is not None, "the first policy was never loaded")
     ctx = {"task_id": "t", **TASK_ROWS[-1][0]}
     good = engine.decide(ctx, request_id="r1")
     assert (good.policy, good.model_version) == ("champion", f"{name}:1")
 
     publish(2, 2, forge=True)
-    while 2 not in engine.refused:
-        assert time.monotonic() < deadline, "the forged revision was never looked at"
-        time.sleep(0.02)
+    until(lambda: 2 in engine.refused, "the forged revision was never looked at")
     assert "SnapshotTampered" in engine.refused[2] and name in engine.refused[2]
     time.sleep(0.3)  # several refreshes: the forged revision stays refused
     after = engine.decide(ctx, request_id="r1")
@@ -256,9 +261,8 @@ def test_a_tampered_snapshot_is_refused_and_the_last_good_policy_keeps_serving(
         "champion", f"{name}:1", good.output)
 
     publish(3, 3)  # the next good policy is served again
-    while engine.policy.revision != 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(lambda: engine.policy is not None and engine.policy.revision == 3,
+          "the next good policy was never loaded")
     assert engine.decide(ctx, request_id="r1").model_version == f"{name}:3"
     engine.close()
 
@@ -288,5 +292,5 @@ def test_every_registered_river_learner_passes_its_own_check() -> None:
     for kind, registry in (("task_estimate", TASK_LEARNERS), ("review_risk", REVIEW_LEARNERS)):
         for name, factory in registry.items():
             if name.startswith("river_"):
-                assert check_river_learner(factory) is factory  # type: ignore[arg-type]
-                assert factory().kind == kind
+                cls: Any = factory
+                assert check_river_learner(cls) is cls and cls().kind == kind
