@@ -98,15 +98,16 @@ def test_one_line_of_configuration_runs_a_river_challenger_through_the_shadow() 
                                                "context": {"task_id": f"t{i}", **x}},
                         producer="team-a")
         preds = {e.payload["model"]: e.payload["prediction"]
-                 for e in sp.apply(req, topic="a", partition=0, offset=2 * i)}
+                 for e in sp.apply([("a", 0, 2 * i, req)])}
         assert set(preds) == {"running_median", "knn_median", PA}
         done = new_event("task.completed", {"task_id": f"t{i}", "project": x["project"],
                                             "actual_points": y}, producer="tracker")
-        sp.apply(done, topic="a", partition=0, offset=2 * i + 1)
+        sp.apply([("a", 0, 2 * i + 1, done)])
     assert sp.metrics("team-a")[PA]["n"] == 120
     # The worker's checkpoint and the snapshot the decision engine serves, bit for bit.
     data = sp.snapshot()
-    again = ShadowProjection.restore(data, {"team-a": spec})
+    again = ShadowProjection({"team-a": spec})
+    again.restore(data)
     assert again.snapshot() == data
     served = new_learner("task_estimate", PA, sp.model_snapshot("team-a", PA))
     assert served.snapshot() == sp.model_snapshot("team-a", PA)
@@ -166,30 +167,36 @@ def _shadow_with_checkpoint() -> tuple[bytes, dict[str, AgentSpec]]:
     spec = {"a": AgentSpec("a", "task_estimate", "live", "running_median", ("recency_median",))}
     sp = ShadowProjection(spec)
     for i, (x, y) in enumerate(TASK_ROWS[:30]):
-        sp.apply(new_event("decision.requested", {"request_id": f"r{i}", "kind": "task_estimate",
-                                                  "context": {"task_id": f"t{i}", **x}},
-                           producer="a"), topic="t", partition=0, offset=2 * i)
-        sp.apply(new_event("task.completed", {"task_id": f"t{i}", "project": "p",
-                                              "actual_points": y}, producer="tracker"),
-                 topic="t", partition=0, offset=2 * i + 1)
+        sp.apply([("t", 0, 2 * i, new_event(
+            "decision.requested", {"request_id": f"r{i}", "kind": "task_estimate",
+                                   "context": {"task_id": f"t{i}", **x}}, producer="a"))])
+        sp.apply([("t", 0, 2 * i + 1, new_event(
+            "task.completed", {"task_id": f"t{i}", "project": "p", "actual_points": y},
+            producer="tracker"))])
     return sp.snapshot(), spec
+
+
+def _restored(data: bytes, spec: dict[str, AgentSpec]) -> ShadowProjection:
+    sp = ShadowProjection(spec)
+    sp.restore(data)
+    return sp
 
 
 def test_a_tampered_drift_detector_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
     data, spec = _shadow_with_checkpoint()
-    assert ShadowProjection.restore(data, spec).snapshot() == data
+    assert _restored(data, spec).snapshot() == data
     raw = orjson.loads(data)
     raw["models"]["a"]["recency_median"]["detector"]["pickle"] = base64.b64encode(
         pickle.dumps(_Trap(tmp_path / "pwned"))).decode()
     with pytest.raises(SnapshotTampered, match="ADWIN drift detector of learner "
                                                "'recency_median'"):
-        ShadowProjection.restore(orjson.dumps(raw), spec)
+        _restored(orjson.dumps(raw), spec)
     # A detector sealed for another model does not pass either.
     raw = orjson.loads(data)
     models = raw["models"]["a"]
     models["recency_median"]["detector"] = models["running_median"]["detector"]
     with pytest.raises(SnapshotTampered):
-        ShadowProjection.restore(orjson.dumps(raw), spec)
+        _restored(orjson.dumps(raw), spec)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -198,7 +205,7 @@ def test_an_unsealed_detector_from_an_old_checkpoint_is_dropped_unread(tmp_path:
     raw = orjson.loads(data)
     old = base64.b64encode(pickle.dumps(_Trap(tmp_path / "pwned"))).decode()
     raw["models"]["a"]["recency_median"]["detector"] = old
-    sp = ShadowProjection.restore(orjson.dumps(raw), spec)
+    sp = _restored(orjson.dumps(raw), spec)
     assert sp.metrics("a")["recency_median"]["n"] == 30
     assert not (tmp_path / "pwned").exists()
 
