@@ -12,17 +12,21 @@ addresses that ``selflearn up`` wrote to ``<data_dir>/stack.json``.
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
+SNAPSHOT_KEY_FILE = "snapshot.key"
+MIN_SNAPSHOT_KEY_CHARS = 32
 
 # server name -> (Addresses field, environment variable, what it is)
 SERVERS: dict[str, tuple[str, str, str]] = {
@@ -65,6 +69,12 @@ class Settings(BaseSettings):
         client certificate.
     tls_min_version
         Oldest TLS version any client accepts (PostgreSQL, Redis, Kafka).
+    snapshot_key, snapshot_key_file
+        Secret of the HMAC-SHA256 that seals pickled model state (River models,
+        drift detectors) before it goes to Redis, PostgreSQL or MLflow: at least
+        32 characters, or a file holding them. Unset: ``<data_dir>/snapshot.key``,
+        generated once (see :func:`snapshot_key`). Every process of one
+        deployment (workers, agents, audit) needs the same key.
     """
 
     model_config = SettingsConfigDict(env_prefix="SELFLEARN_", extra="ignore")
@@ -99,6 +109,8 @@ class Settings(BaseSettings):
     redis_ssl_certfile: str | None = None
     redis_ssl_keyfile: str | None = None
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.3"
+    snapshot_key: SecretStr | None = None
+    snapshot_key_file: Path | None = None
 
     @property
     def _tls_version(self) -> ssl.TLSVersion:
@@ -233,6 +245,55 @@ def _add_query(url: str, params: dict[str, str]) -> str:
 def _libpq_quote(value: str) -> str:
     """A value for a libpq ``key='value'`` string (backslash and quote escaped)."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def snapshot_key(settings: Settings) -> bytes:
+    """The HMAC key that seals pickled model state, from configuration.
+
+    ``SELFLEARN_SNAPSHOT_KEY`` wins, then the file ``SELFLEARN_SNAPSHOT_KEY_FILE``;
+    with neither, the embedded default ``<data_dir>/snapshot.key`` is read, and
+    created once (64 random hex characters, mode 0600) if missing. Creation is
+    atomic (a hard link that fails if the file exists), so processes starting
+    together all end up with the same key. The key never travels with the
+    state it protects.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> k = snapshot_key(Settings(data_dir=d, _env_file=None))
+    >>> len(k), k == snapshot_key(Settings(data_dir=d, _env_file=None))
+    (64, True)
+    >>> snapshot_key(Settings(data_dir=d, snapshot_key="x" * 32, _env_file=None)) == b"x" * 32
+    True
+    """
+    if settings.snapshot_key is not None:
+        key = settings.snapshot_key.get_secret_value().encode()
+        where = "SELFLEARN_SNAPSHOT_KEY"
+    else:
+        path = settings.snapshot_key_file or Path(settings.data_dir) / SNAPSHOT_KEY_FILE
+        if settings.snapshot_key_file is None and not path.exists():
+            _create_key_file(path)
+        key = path.read_bytes().strip()
+        where = str(path)
+    if len(key) < MIN_SNAPSHOT_KEY_CHARS:
+        raise ValueError(f"the snapshot key in {where} is {len(key)} characters long; "
+                         f"use at least {MIN_SNAPSHOT_KEY_CHARS} random characters")
+    return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new random key to ``path`` unless another process got there first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # atomic, and fails if the key already exists
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
