@@ -152,9 +152,11 @@ class AgentClient:
     @classmethod
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
+        from projections.sealing import use_settings
         from schemas.settings import Settings, resolve
 
         settings = settings or Settings()
+        use_settings(settings)  # the key that checks model snapshots read from Redis
         addresses = resolve(settings)
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
         kwargs.setdefault("redis_url", addresses.redis_url)

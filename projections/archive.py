@@ -154,7 +154,7 @@ class EventArchive:
         """A new dedicated connection for long reads (replay); the caller closes it."""
         dsn = self.db if isinstance(self.db, str) else self.db.conninfo
         try:
-            conn = psycopg.connect(dsn, connect_timeout=5)
+            conn = psycopg.connect(str(dsn), connect_timeout=5)
         except _LOST as exc:
             raise ArchiveUnavailable(f"PostgreSQL did not answer: {exc}") from exc
         self._configure(conn)
@@ -286,7 +286,8 @@ class EventArchive:
     def _create_partition(self, conn: psycopg.Connection[Any], day: date) -> bool:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
         name = q.partition_name(self.table, day)
-        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
+        row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+        if row is not None and row[0] is not None:
             return False
         lo, hi = q.day_bounds(day)
         fmt = {"p": q.ident(name), "t": q.ident(self.table),
@@ -344,8 +345,9 @@ class EventArchive:
     def count(self) -> int:
         """Events in the hot store (PostgreSQL)."""
         with self.connection() as conn:
-            n = conn.execute(q.sql.SQL("SELECT count(*) FROM {t}").format(
-                t=q.ident(self.table))).fetchone()[0]
+            row = conn.execute(q.sql.SQL("SELECT count(*) FROM {t}").format(
+                t=q.ident(self.table))).fetchone()
+            n = row[0] if row is not None else 0
             conn.commit()
         return int(n)
 

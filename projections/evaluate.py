@@ -26,18 +26,21 @@ from projections.datasets import (
     read_storypoints,
     storypoint_projects,
 )
-from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner
+from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner, learner_factory
 
 Factories = dict[str, Callable[[], Learner]]
 
 
 def _pick(registry: Factories, names: Iterable[str] | None) -> Factories:
+    """Factories by name; a River spec (``river.…``) is accepted in place of a name."""
     if names is None:
         return dict(registry)
-    unknown = [n for n in names if n not in registry]
+    kind = "task_estimate" if registry is TASK_LEARNERS else "review_risk"
+    unknown = [n for n in names if n not in registry and not n.startswith("river.")]
     if unknown:
-        raise KeyError(f"unknown learners {unknown}; known: {sorted(registry)}")
-    return {n: registry[n] for n in names}
+        raise KeyError(f"unknown learners {unknown}; known: {sorted(registry)} or a River "
+                       f"spec ('river.module.Class|…')")
+    return {n: learner_factory(kind, n) for n in names}
 
 
 def _macro_gain(projects: dict[str, Any], name: str, reference: str) -> float:

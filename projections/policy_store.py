@@ -29,6 +29,11 @@ return 1
 """
 
 
+def _as_bytes(raw: bytes | str) -> bytes:
+    """A Redis reply as bytes (clients made with ``decode_responses`` answer str)."""
+    return raw.encode() if isinstance(raw, str) else bytes(raw)
+
+
 class PolicyStore:
     """Live policies and model snapshots of every agent under one key prefix.
 
@@ -65,12 +70,12 @@ class PolicyStore:
     def get(self, agent_id: str) -> LivePolicy | None:
         """The stored policy of ``agent_id`` or ``None``."""
         raw = self.r.get(policy_key(self.prefix, agent_id))
-        return LivePolicy.from_bytes(raw) if raw else None
+        return LivePolicy.from_bytes(_as_bytes(raw)) if raw else None
 
     def load_model(self, agent_id: str, ref: ModelRef) -> bytes | None:
         """Snapshot bytes of one model version, or ``None`` (serve a fresh learner)."""
         raw = self.r.get(model_key(self.prefix, agent_id, ref))
-        return bytes(raw) if raw is not None else None
+        return _as_bytes(raw) if raw is not None else None
 
     def all_policies(self) -> dict[str, LivePolicy]:
         """Every stored policy by agent id (SCAN; for read-model start-up and status)."""
@@ -78,6 +83,6 @@ class PolicyStore:
         for key in self.r.scan_iter(match=f"{self.prefix}:policy:*", count=1000):
             raw = self.r.get(key)
             if raw:
-                pol = LivePolicy.from_bytes(raw)
+                pol = LivePolicy.from_bytes(_as_bytes(raw))
                 out[pol.agent_id] = pol
         return dict(sorted(out.items()))

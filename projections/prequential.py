@@ -11,9 +11,8 @@ Drift: an ADWIN detector (``river.drift.ADWIN``) watches each model's error;
 
 from __future__ import annotations
 
-import base64
+import logging
 import math
-import pickle
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ from typing import Any
 from river.drift import ADWIN
 
 from projections.learners import Learner
+from projections.sealing import dumps_sealed, loads_sealed
 
+log = logging.getLogger(__name__)
 EPS = 1e-6
 DRIFT_DELTA = 0.001  # ADWIN confidence; smaller is more conservative
 
@@ -108,16 +109,31 @@ class ModelState:
             "n": self.n, "total": self.total, "total2": self.total2,
             "recent": list(self.recent), "rsum": self.rsum, "rsum2": self.rsum2,
             "drifts": self.drifts,
-            "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
+            # ADWIN is an object graph: pickled, and sealed (HMAC) so a checkpoint
+            # written by anyone but a holder of the key is refused, not unpickled.
+            "detector": dumps_sealed(self.detector, _detector_context(self.learner.name)),
         }
 
     @classmethod
     def from_state(cls, raw: Mapping[str, Any], factory: Callable[[], Learner],
                    window: int) -> ModelState:
         restore = getattr(factory, "restore", None) or type(factory()).restore
+        learner = restore(raw["learner"].encode())
+        sealed = raw["detector"]
+        if isinstance(sealed, str):  # written before detectors were sealed: never unpickled
+            log.warning("unsealed drift detector state of %s dropped; it starts afresh",
+                        learner.name)
+            detector = ADWIN(delta=DRIFT_DELTA)
+        else:  # raises SnapshotTampered before unpickling anything forged
+            detector = loads_sealed(sealed, _detector_context(learner.name))
         return cls(
-            learner=restore(raw["learner"].encode()), window=window,
+            learner=learner, window=window,
             generation=raw["generation"], n=raw["n"], total=raw["total"], total2=raw["total2"],
             recent=deque(tuple(p) for p in raw["recent"]), rsum=raw["rsum"], rsum2=raw["rsum2"],
-            drifts=raw["drifts"], detector=pickle.loads(base64.b64decode(raw["detector"])),
+            drifts=raw["drifts"], detector=detector,
         )
+
+
+def _detector_context(learner: str) -> str:
+    """What a sealed detector state claims to be (bound into its MAC)."""
+    return f"ADWIN drift detector of learner {learner!r}"

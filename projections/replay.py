@@ -278,6 +278,7 @@ def point_in_time_features(archive: EventArchive, entity: str, at: datetime) -> 
     can be joined to the features a decision really saw.
     """
     kind, _, key = entity.partition(":")
+    types: tuple[str, ...]
     if kind == "agent":
         producer, types = key, AGENT_FEATURE_TYPES
     elif kind == "camera":

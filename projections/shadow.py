@@ -32,7 +32,7 @@ persists as :meth:`ShadowProjection.snapshot` bytes.
 ...     "context": {"task_id": "t1", "project": "p", "title": "Fix login"}},
 ...     producer="task-estimator")
 >>> [e.payload["model"] for e in sp.apply([("d", 0, 0, req)])]
-['running_median', 'recency_median', 'knn_median', 'token_quantile']
+['running_median', 'recency_median', 'knn_median', 'river_title_linear']
 >>> sp.apply([("d", 0, 0, req)])  # already applied
 []
 >>> done = new_event("task.completed", {"task_id": "t1", "project": "p",

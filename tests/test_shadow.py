@@ -38,7 +38,7 @@ def test_every_model_predicts_every_request_without_touching_anything_live() -> 
     out = sp.apply(batch_of(req))
     assert [e.type for e in out] == ["shadow.predicted"] * 4
     assert {e.payload["model"] for e in out} == {
-        "running_median", "recency_median", "knn_median", "token_quantile"}
+        "running_median", "recency_median", "knn_median", "river_title_linear"}
     assert all(e.payload["request_id"] == "r1" and e.correlation_id == "r1" for e in out)
     assert len(sp.pending) == 1
 
@@ -120,7 +120,7 @@ def test_review_risk_reports_log_loss_and_brier_on_real_changes() -> None:
                 "change_id": old.transactionid, "project": "IVY",
                 "passed_first_try": not old.bug}, producer="reviews")))
     metrics = sp.metrics("code-reviewer")
-    assert set(metrics) == {"size_heuristic", "review_rank", "size_bucket", "logistic"}
+    assert set(metrics) == {"size_heuristic", "review_rank", "river_jit_offset", "logistic"}
     for m in metrics.values():
         assert m["n"] == 380 and 0.0 <= m["brier"] <= 1.0 and m["log_loss"] > 0.0
     assert {e.type for e in evaluated} == {"model.evaluated"} and len(evaluated) == 3 * 4

@@ -23,11 +23,13 @@ def load_settings(data_dir: str | None = None) -> Any:
     >>> load_settings("/tmp/x").data_dir
     PosixPath('/tmp/x')
     """
+    from projections.sealing import use_settings
     from schemas.settings import Settings
 
     settings = Settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    use_settings(settings)  # model snapshots are sealed with this data folder's key
     return settings
 
 

@@ -48,6 +48,12 @@ def evaluate(
         "--through-pipeline", help="Send the rows through broker, worker and shadow projection.")]
     = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write rolling MAE PNG here.")] = None,
+    learner: Annotated[list[str] | None, typer.Option(
+        "--learner", help="Only this learner (repeatable); a River spec 'river.…' works too.")]
+    = None,
+    holdout: Annotated[bool, typer.Option(
+        "--holdout", help="Macro numbers on the selection and the held-out projects "
+                          "(projections/holdout.py).")] = False,
 ) -> None:
     """Prequential evaluation of every learner on a folder of real data."""
     from ops.data import data_path
@@ -70,9 +76,10 @@ def evaluate(
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")
     result = run_evaluation(what, folder, through_pipeline=through_pipeline,
-                            settings=load_settings() if through_pipeline else None, plot=plot)
-    if as_json:
-        typer.echo(json.dumps(result))
+                            settings=load_settings() if through_pipeline else None, plot=plot,
+                            learners=learner or None, holdout=holdout)
+    if as_json or holdout:
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
         return
     from ops.report.tables import print_evaluation
 

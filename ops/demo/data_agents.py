@@ -69,7 +69,7 @@ def reporter(kind: str, project: str, item: str) -> str:
 def _task_rows(projects: tuple[str, ...]) -> Iterator[tuple[dict[str, object], float]]:
     for project in projects:
         for r in read_storypoints(data_path("storypoints"), project):
-            ctx = {"task_id": r.issuekey, "project": r.project, "title": r.title,
+            ctx: dict[str, object] = {"task_id": r.issuekey, "project": r.project, "title": r.title,
                    "description": r.description[:600]}
             yield ctx, r.storypoint
 
@@ -129,7 +129,7 @@ def run_review_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
         client.emit("review.requested", {"change_id": change.transactionid,
                                          "project": change.project, "metrics": change.metrics},
                     subject_id=subject)
-        days = CLEAN_AFTER_DAYS
+        days = float(CLEAN_AFTER_DAYS)
         if change.bug and change.fixed_at is not None:
             days = min(days, max(0.0, (change.fixed_at - change.date).days))
         heapq.heappush(due, (step + days / DAYS_PER_CHANGE, step, change.transactionid,

@@ -217,10 +217,10 @@ def agent_section(a: AgentData, pol: LivePolicy | None, until: datetime) -> str:
         out.append(img(line_chart(named, ylabel=a.metric_name, styles=styles),
                        f"{a.agent_id} model metrics"))
     if a.history:
-        pts = [(h["at"], h["to"], "rolled_back" if h["event"] == "rollback" else
-                "promoted" if h["to"] == 100 else "step") for h in a.history]
+        steps = [(h["at"], h["to"], "rolled_back" if h["event"] == "rollback" else
+                  "promoted" if h["to"] == 100 else "step") for h in a.history]
         out.append("<h3>Canary history</h3>")
-        out.append(img(canary_chart(pts, until), f"{a.agent_id} canary history"))
+        out.append(img(canary_chart(steps, until), f"{a.agent_id} canary history"))
         rows = [(fmt_time(h["at"]),
                  '<span class="rollback">rollback</span>' if h["event"] == "rollback"
                  else "step", f'{h["from"]} % → {h["to"]} %', esc(h["champion"]),
@@ -240,13 +240,14 @@ def agent_section(a: AgentData, pol: LivePolicy | None, until: datetime) -> str:
         order = sorted(a.latency, key=lambda n: (n not in POLICY_LABELS,
                                                  POLICY_LABELS.index(n)
                                                  if n in POLICY_LABELS else 0, n))
-        rows = []
+        latency_rows: list[tuple[str, ...]] = []
         for name in order:
             vals = [v for _, v in a.latency[name]]
-            rows.append((esc(name), f"{len(vals):,}",
-                         *(fmt(percentile(vals, q)) for q in (50, 95, 99)), fmt(max(vals))))
+            latency_rows.append((esc(name), f"{len(vals):,}",
+                                 *(fmt(percentile(vals, q)) for q in (50, 95, 99)),
+                                 fmt(max(vals))))
         out.append(table(("policy", "decisions", "p50 (µs)", "p95 (µs)", "p99 (µs)",
-                          "max (µs)"), rows, {1, 2, 3, 4, 5}))
+                          "max (µs)"), latency_rows, {1, 2, 3, 4, 5}))
     if not (a.metrics or a.history or a.latency):
         out.append('<p class="muted">No events for this agent in the report window.</p>')
     return "".join(out) + "</section>"
@@ -284,8 +285,8 @@ def vision_section(c: Collected) -> str:
                        hline_label="target 30 fps")
     rows = []
     for cam, recs in sorted(c.cameras.items()):
-        fps = [r[1] for r in recs]
-        rows.append((esc(cam), f"{len(recs):,}", fmt(sum(fps) / len(fps)), fmt(min(fps)),
+        rates = [r[1] for r in recs]
+        rows.append((esc(cam), f"{len(recs):,}", fmt(sum(rates) / len(rates)), fmt(min(rates)),
                      fmt(percentile([r[2] for r in recs], 95), 2),
                      # ``dropped`` is the camera's running total: the largest value counts.
                      f"{max(r[3] for r in recs):,}"))

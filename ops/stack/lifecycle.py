@@ -305,8 +305,20 @@ def status(settings: Settings) -> dict[str, Any]:
         "source": "configured" if settings.mlflow_uri else "default",
     }
     for name, info in report.items():
-        info["reachable"], info["error"] = _probe(name, info["address"])
+        info["reachable"], info["error"] = _probe(name, _with_tls(settings, name,
+                                                                  info["address"]))
     return {"data_dir": str(data_dir), "servers": report}
+
+
+def _with_tls(settings: Settings, name: str, address: str | None) -> str | None:
+    """The address a client uses: the configured TLS options added (as ``resolve`` does)."""
+    if address is None:
+        return None
+    if name == "postgres":
+        return settings.database_url_with_tls(address)
+    if name == "redis":
+        return settings.redis_url_with_tls(address)
+    return address
 
 
 def _probe(name: str, address: str | None) -> tuple[bool, str | None]:

@@ -18,9 +18,20 @@ WORKER_APP = "ops.stack.worker_app"  # the module `faust -A` loads
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Settings a worker inherits as they are: TLS of every server (the addresses carry the
+# PostgreSQL and Redis options too, but a worker re-resolving them needs the same files).
+PASSED_ON = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile",
+             "kafka_ssl_keyfile", "database_ssl_mode", "database_ssl_rootcert",
+             "database_ssl_cert", "database_ssl_key", "redis_ssl_ca_certs",
+             "redis_ssl_certfile", "redis_ssl_keyfile", "tls_min_version")
+
+
 def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[str, str]:
     """Environment that points a worker at exactly these servers and topics."""
+    passed = {f"SELFLEARN_{name.upper()}": str(value) for name in PASSED_ON
+              if (value := getattr(settings, name)) is not None}
     return {
+        **passed,
         "SELFLEARN_DATA_DIR": str(settings.data_dir),
         "SELFLEARN_KAFKA_BOOTSTRAP": addresses.kafka_bootstrap,
         "SELFLEARN_DATABASE_URL": addresses.database_url,

@@ -263,7 +263,8 @@ def feature_lineage(archive: EventArchive, agent_id: str, until: str) -> dict[st
                      "AND type = ANY(%s) AND occurred_at <= %s").format(
         t=q.ident(archive.table))
     with archive.connection() as conn:
-        n, last = conn.execute(stmt, (agent_id, list(FEATURE_TYPES), until)).fetchone()
+        row = conn.execute(stmt, (agent_id, list(FEATURE_TYPES), until)).fetchone()
+        n, last = row if row is not None else (0, None)
         conn.commit()
     return {"entity": f"agent:{agent_id}", "types": list(FEATURE_TYPES), "until": until,
             "events": int(n), "last_event_at": last.isoformat() if last else None,

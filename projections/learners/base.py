@@ -137,6 +137,16 @@ def _hashed(word: str) -> str:
 
 
 @lru_cache(maxsize=8192)
+def hashed_text(text: str) -> str:
+    """``text`` as its lower-cased words, each replaced by its digest (for River's own tokenisers).
+
+    >>> hashed_text("Fix the NPE") == " ".join(_hashed(w) for w in ("fix", "the", "npe"))
+    True
+    """
+    return " ".join(_hashed(w) for w in _WORD.findall(text.lower()))
+
+
+@lru_cache(maxsize=8192)
 def _tokens(title: str, description: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for word in _WORD.findall(title.lower()):
