@@ -64,7 +64,13 @@ class _Sealed:
         self.event, self.later, self.soon = event, later, soon
 
     def __call__(self) -> bytes:
-        return encode(self.later.protect(self.event))
+        try:
+            return encode(self.later.protect(self.event))
+        except Exception as exc:  # e.g. the NER model failed: seal with the quick detector
+            log.warning("sealing event %s with %s failed (%s); using the quick detector",
+                        self.event.event_id, type(self.later.detector).__name__,
+                        type(exc).__name__)
+            return self.now()
 
     def now(self) -> bytes:
         return encode(self.soon.protect(self.event))
