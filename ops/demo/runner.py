@@ -256,7 +256,7 @@ def summarize(result: DemoResult, console: Console) -> None:
             "no worker report yet"
         console.print(f"erased half-way: subject {e.get('subject')} — "
                       f"{e.get('key_versions_destroyed', 0)} key version(s) destroyed, "
-                      f"{e.get('unreadable_events', 0)} archived events now read '[erased]'; "
+                      f"{e.get('unreadable_events', 0)} archived events now read '\\[erased]'; "
                       f"forgotten: {forgot}" + (f" [red]{e['error']}[/]" if "error" in e else ""))
     console.print(learning_table(result))
     if result.report:
