@@ -121,6 +121,7 @@ class BackgroundProducer:
         self._timeout_ms = request_timeout_ms
         self._seq = itertools.count(outbox.max_seq() + 1)
         self._in_flight = 0
+        self._taking = 0
         self._recent: deque[tuple[float, Row]] = deque()
         self._outage = False
         self._partitions_of: dict[tuple[str, bytes], int] = {}
@@ -152,7 +153,7 @@ class BackgroundProducer:
 
     def pending(self) -> int:
         """Events not yet acknowledged by the broker (queued, in flight or in the outbox)."""
-        return len(self._queue) + self._in_flight + len(self._outbox)
+        return len(self._queue) + self._taking + self._in_flight + len(self._outbox)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is acknowledged; False on timeout."""
@@ -173,10 +174,14 @@ class BackgroundProducer:
     # -- background thread ------------------------------------------------------
     def _take(self, limit: int) -> list[Row]:
         rows: list[Row] = []
+        # Sealing a batch takes a while: rows taken but not yet in flight still
+        # count as pending, so flush() cannot return before they are sent.
         with contextlib.suppress(IndexError):
             for _ in range(limit):
                 seq, topic, key, value = self._queue.popleft()
+                self._taking += 1
                 rows.append((seq, topic, key, value if isinstance(value, bytes) else value()))
+        self._taking = 0
         return rows
 
     def _main(self) -> None:
@@ -316,11 +321,10 @@ class BackgroundProducer:
                 if ok:
                     self._outbox.delete_through(rows[-1][0])
             elif ok:
-                rows = self._take(BATCH)
+                self._in_flight = len(rows := self._take(BATCH))
                 if not rows:
                     await asyncio.sleep(IDLE_SLEEP_S)
                     continue
-                self._in_flight = len(rows)
                 ok = await self._deliver(producer, rows)
                 if not ok:
                     self._outbox.put_many(rows)
