@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ops.cli.common import AsJson, fail
+from ops.access import outcome, require
+from ops.cli.common import AsJson, fail, load_settings
 
 
 def print_pii(result: dict[str, Any], split: str = "test") -> None:
@@ -53,11 +54,16 @@ def export(
     from projections.export import ExportError
     from projections.export import export as write_export
 
+    settings = load_settings()
+    actor = require(settings, "export", dataset, {"out": str(out), "k": k, "l": l_div})
     try:
         report = write_export(dataset, out, k=k, l_div=l_div, folder=data, projects=project)
     except (ExportError, FileNotFoundError) as exc:
+        outcome(settings, actor, "export", dataset, "failed", {"error": str(exc)})
         fail(str(exc))
         return
+    outcome(settings, actor, "export", dataset, "applied",
+            {"out": str(out), "rows": report.rows_out, "classes": report.classes})
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
         return
