@@ -138,6 +138,14 @@ class LearningShard:
             return
         self._publish([t], out)
 
+    def offsets(self) -> dict[str, int]:
+        """Last applied offset per ``topic:partition`` of either projection: a snapshot
+        taken now reflects exactly the events up to these (the registry's lineage)."""
+        out = dict(self.shadow.marks.offsets)
+        for pos, off in self.promotion.marks.offsets.items():
+            out[pos] = max(off, out.get(pos, -1))
+        return out
+
     def snapshot(self) -> bytes:
         """Checkpoint bytes: both projections with their watermarks."""
         return orjson.dumps({"shadow": self.shadow.snapshot().decode(),

@@ -235,19 +235,21 @@ class PromotionProjection:
         to_step = STEPS[STEPS.index(st.step) + 1]
         assert st.challenger is not None
         chal_label, champ_label = label(ModelRef(*st.challenger)), label(ModelRef(*st.champion))
+        promoted: dict[str, str] = {}
         if to_step == 100:  # the challenger becomes the champion, as a new version
             st.previous = st.champion
             st.champion = [st.challenger[0], st.next_version]
             st.next_version += 1
             st.challenger, st.step = None, 0
             new = [self._ref(agent_id, st.champion)]  # type: ignore[list-item]
+            promoted["promoted"] = label(ModelRef(*st.champion))
         else:
             st.step = to_step
         st.revision += 1
         st.new_step()
         payload: dict[str, Any] = {
             "agent_id": agent_id, "kind": spec.kind, "from_step": from_step, "to_step": to_step,
-            "champion": champ_label, "challenger": chal_label, "reason": reason}
+            "champion": champ_label, "challenger": chal_label, "reason": reason, **promoted}
         if operator is not None:
             payload.update(manual=True, operator=operator)
         ev = new_event("promotion.step_changed", payload, producer=agent_id, occurred_at=when)

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         32 characters, or a file holding them. Unset: ``<data_dir>/snapshot.key``,
         generated once (see :func:`snapshot_key`). Every process of one
         deployment (workers, agents, audit) needs the same key.
+    identity
+        Who runs the command (``SELFLEARN_IDENTITY``), for access control and the
+        audit log; unset: the first line of ``<data_dir>/identity``, else the OS
+        user (docs/access.md).
+    audit_checkpoint_s
+        Seconds between the worker's signed checkpoints of the audit log.
     """
 
     model_config = SettingsConfigDict(env_prefix="SELFLEARN_", extra="ignore")
@@ -125,6 +131,8 @@ class Settings(BaseSettings):
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.3"
     snapshot_key: SecretStr | None = None
     snapshot_key_file: Path | None = None
+    identity: str | None = None
+    audit_checkpoint_s: float = Field(default=60.0, gt=0)
 
     @property
     def _tls_version(self) -> ssl.TLSVersion:

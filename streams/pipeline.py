@@ -127,18 +127,19 @@ class WorkerPipeline:
         for key, ev in produced.events:
             out.sends.append((CATALOG[ev.type].stream, key.encode(), encode(ev)))
         for t in produced.policies:
-            self._publish(t)
+            self._publish(t, partition)
 
-    def _publish(self, t: Transition) -> None:
+    def _publish(self, t: Transition, partition: int) -> None:
         """New live policy to Redis (read models poll it); models entering canary to MLflow."""
         if not self.policies.publish(t.policy, t.snapshots):
             return  # not newer: a replay of a transition already published
         self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
         if self.registry is not None and t.event.type.startswith("promotion."):
-            metrics = next((s.shadow.metrics(t.policy.agent_id)
-                            for s in self.learning.shards.values()
-                            if t.policy.agent_id in s.shadow.models), {})
-            self.registry.on_transition_async(t, metrics, {})
+            shard = self.learning.shards[partition]
+            agent = t.policy.agent_id
+            metrics = shard.shadow.metrics(agent) if agent in shard.shadow.models else {}
+            # The partition's applied offsets bound what the snapshot learned from (lineage).
+            self.registry.on_transition_async(t, metrics, shard.offsets())
 
     def release(self, partitions: set[int]) -> None:
         """Drop learning shards of partitions this worker no longer owns.

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOT_APP = "ops.cli.root"
 EXPECTED_COMMANDS = ["up", "down", "status", "worker", "bench", "evaluate", "vision", "demo",
                      "fleet", "replay", "audit", "promote", "rollback", "report", "export",
-                     "erase", "rotate-keys"]
+                     "lineage", "erase", "rotate-keys", "role", "audit-log"]
 # What `selflearn --help` must not pay for (each takes from 0.1 s to seconds to import).
 HEAVY = ("faust", "mlflow", "cv2", "matplotlib", "psycopg", "aiokafka", "redis", "river",
          "numpy", "presidio_analyzer")

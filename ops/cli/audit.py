@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ops.access import require
 from ops.cli.common import (
     AsJson,
     DataDir,
@@ -39,6 +40,7 @@ def audit(
     if (decision_id is None) == (sample is None):
         fail("give either a DECISION_ID or --sample N")
     settings = load_settings(data_dir)
+    require(settings, "audit", decision_id or agent or "*")
     addresses = resolve_or_fail(settings)
     archive, r = archive_or_fail(addresses), redis_client(addresses.redis_url)
     cipher = FieldCipher(key_store(settings))  # requests' personal text, to recompute

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ops.access import require
 from ops.cli.common import AsJson, fail, load_settings
 
 
@@ -18,6 +19,7 @@ def bench(
     """Run a benchmark; it starts what it needs and prints one flat JSON object."""
     from ops import benches
 
+    require(load_settings(), "bench", name)
     names = benches.names()
     if name == "list":
         typer.echo("\n".join(names))
@@ -60,6 +62,7 @@ def evaluate(
     from ops.usecases.evaluate import WHATS
     from ops.usecases.evaluate import evaluate as run_evaluation
 
+    require(load_settings(), "evaluate", what)
     if what == "pii":  # PII detectors against the hand-labelled texts
         from ops.cli.privacy import print_pii
         from ops.usecases.privacy import evaluate_pii

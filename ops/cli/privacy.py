@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ops.access import outcome, require
 from ops.cli.common import AsJson, DataDir, fail, load_settings, print_table
 
 
@@ -53,11 +54,16 @@ def export(
     from projections.export import ExportError
     from projections.export import export as write_export
 
+    settings = load_settings()
+    actor = require(settings, "export", dataset, {"out": str(out), "k": k, "l": l_div})
     try:
         report = write_export(dataset, out, k=k, l_div=l_div, folder=data, projects=project)
     except (ExportError, FileNotFoundError) as exc:
+        outcome(settings, actor, "export", dataset, "failed", {"error": str(exc)})
         fail(str(exc))
         return
+    outcome(settings, actor, "export", dataset, "applied",
+            {"out": str(out), "rows": report.rows_out, "classes": report.classes})
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
         return
@@ -77,14 +83,20 @@ def erase(
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Erase a data subject: destroy their keys, announce it, projections forget them."""
+    """Erase a data subject: destroy their keys, announce it; projections forget. Needs admin."""
     from ops.usecases.privacy import erase as erase_subject
     from schemas.settings import StackNotRunning
 
+    settings = load_settings(data_dir)
+    actor = require(settings, "erase", subject_id, {"reason": reason})
     try:
-        out = erase_subject(load_settings(data_dir), subject_id, reason, wait)
+        out = erase_subject(settings, subject_id, reason, wait)
     except StackNotRunning as exc:
+        outcome(settings, actor, "erase", subject_id, "failed", {"error": str(exc)})
         fail(str(exc))
+    outcome(settings, actor, "erase", subject_id, "applied",
+            {"event": out["event"], "key_versions": out["key_versions_destroyed"],
+             "forgot": out["forgot"]})
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -97,14 +109,19 @@ def erase(
 
 
 def rotate_keys(data_dir: DataDir = None, as_json: AsJson = False) -> None:
-    """Rotate the master key: new version, every data key re-wrapped, no event rewritten."""
+    """Rotate the master key: new version, every data key re-wrapped. Needs admin."""
     from ops.usecases.privacy import rotate_keys as rotate
     from schemas.settings import StackNotRunning
 
+    settings = load_settings(data_dir)
+    actor = require(settings, "rotate-keys", "master")
     try:
-        out = rotate(load_settings(data_dir))
+        out = rotate(settings)
     except StackNotRunning as exc:
+        outcome(settings, actor, "rotate-keys", "master", "failed", {"error": str(exc)})
         fail(str(exc))
+    outcome(settings, actor, "rotate-keys", "master", "applied",
+            {"kek_version": out["kek_version"], "rewrapped": out["rewrapped"]})
     if as_json:
         typer.echo(json.dumps(out))
         return

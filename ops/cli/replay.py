@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ops.access import require
 from ops.cli.common import AsJson, DataDir, fail, load_settings, print_table, resolve_or_fail
 
 
@@ -49,6 +50,7 @@ def replay(
     if into not in (None, "features"):
         fail(f"--into supports only 'features', not {into!r}")
     settings = load_settings(data_dir)
+    require(settings, "replay", agent or "*", {"into": into, "source": source})
     addresses = resolve_or_fail(settings)
     lo, hi = parse_time(since), parse_time(until)
     try:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ops.access import require
 from ops.cli.common import DataDir, fail, load_settings, resolve_or_fail
 
 
@@ -30,6 +31,7 @@ def report(
     from ops.report.server import serve as serve_report
 
     settings = load_settings(data_dir)
+    require(settings, "report")
     addresses = resolve_or_fail(settings)
     target = out or default_target(settings)
     title = f"selflearn report · {settings.topic_prefix}"

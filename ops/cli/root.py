@@ -4,7 +4,10 @@ To add a command: write a function in the module of its group under
 ``ops/cli/`` (or a new module) that parses options, calls a use case and
 prints; import heavy libraries (faust, mlflow, cv2, psycopg, aiokafka)
 *inside* the function so ``selflearn --help`` stays fast; then add one line
-to :data:`COMMANDS`. Command modules never import this module.
+to :data:`COMMANDS` (or to a group of :data:`GROUPS`, for ``selflearn GROUP NAME``).
+Command modules never import this module. Every command checks the caller's role
+first (``ops.access.require``; the operation is the command path, e.g.
+``audit-log.verify``, listed in ``ops/access/policy.csv``).
 
 >>> [name for name, _ in COMMANDS][:3]
 ['up', 'down', 'status']
@@ -17,7 +20,7 @@ from typing import Any
 
 import typer
 
-from ops.cli import audit, measure, operate, privacy, replay, report, run, stack
+from ops.cli import access, audit, lineage, measure, operate, privacy, replay, report, run, stack
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("up", stack.up),
@@ -35,8 +38,17 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("rollback", operate.rollback),
     ("report", report.report),
     ("export", privacy.export),
+    ("lineage", lineage.lineage),
     ("erase", privacy.erase),
     ("rotate-keys", privacy.rotate_keys),
+)
+
+Command = tuple[str, Callable[..., Any]]
+GROUPS: tuple[tuple[str, str, tuple[Command, ...]], ...] = (
+    ("role", "Who holds which role (admins change them).",
+     (("grant", access.role_grant), ("revoke", access.role_revoke), ("list", access.role_list))),
+    ("audit-log", "The tamper-evident audit log.",
+     (("verify", access.audit_log_verify), ("show", access.audit_log_show))),
 )
 
 
@@ -51,6 +63,11 @@ def build_app() -> typer.Typer:
     )
     for name, command in COMMANDS:
         app.command(name)(command)
+    for group, help_text, commands in GROUPS:
+        sub = typer.Typer(help=help_text, no_args_is_help=True)
+        for name, command in commands:
+            sub.command(name)(command)
+        app.add_typer(sub, name=group)
     return app
 
 

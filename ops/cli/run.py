@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ops.access import require
 from ops.cli.common import DataDir, fail, load_settings
 
 
@@ -20,6 +21,7 @@ def worker(
     from schemas.settings import StackNotRunning, resolve
 
     settings = load_settings(data_dir)
+    require(settings, "worker")
     try:
         resolve(settings)
     except StackNotRunning as exc:
@@ -45,6 +47,7 @@ def vision(
     from schemas.settings import StackNotRunning
 
     settings = load_settings(data_dir)
+    require(settings, "vision", camera_id)
     try:
         stats = run_camera(settings, source, fps=fps, loop=loop, duration=duration,
                            camera_id=camera_id)
@@ -66,8 +69,9 @@ def demo(
     from ops.demo.runner import run_demo
     from ops.stack.lifecycle import StackError
 
+    settings = load_settings(data_dir)
+    require(settings, "demo")
     try:
-        run_demo(load_settings(data_dir), duration=duration, speed=speed,
-                 keep_running=keep_running)
+        run_demo(settings, duration=duration, speed=speed, keep_running=keep_running)
     except (StackError, TimeoutError) as exc:
         fail(str(exc))

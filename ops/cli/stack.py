@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ops.access import require
 from ops.cli.common import AsJson, DataDir, fail, load_settings, print_table, resolve_or_fail
 
 
@@ -16,6 +17,7 @@ def up(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from ops.stack import lifecycle
 
     settings = load_settings(data_dir)
+    require(settings, "up")
     began = time.monotonic()
     try:
         lifecycle.up(settings)
@@ -31,6 +33,7 @@ def down(data_dir: DataDir = None) -> None:
     from ops.stack import lifecycle
 
     settings = load_settings(data_dir)
+    require(settings, "down")
     stopped = lifecycle.down(settings)
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
@@ -43,6 +46,7 @@ def status(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from ops.stack import lifecycle
 
     settings = load_settings(data_dir)
+    require(settings, "status")
     report = lifecycle.status(settings)
     reachable = all(info["reachable"] for info in report["servers"].values())
     if reachable:
@@ -62,6 +66,7 @@ def fleet(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from ops.usecases.fleet import fleet_report
 
     settings = load_settings(data_dir)
+    require(settings, "fleet")
     report = fleet_report(settings, resolve_or_fail(settings))
     if as_json:
         typer.echo(json.dumps(report, indent=2))

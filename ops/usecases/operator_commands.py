@@ -38,20 +38,30 @@ async def send_keyed(settings: Any, bootstrap: str, topic: str, key: bytes,
         await producer.stop()
 
 
-def send_command(settings: Any, agent_id: str, action: str, operator: str, reason: str,
+def send_command(settings: Any, agent_id: str, action: str, reason: str,
                  challenger: str | None = None, wait_s: float = WAIT_S) -> dict[str, Any]:
     """Emit ``operator.command`` keyed by ``agent_id``; wait for the live policy to change.
 
-    Returns ``{"command", "before", "after", "seconds"}``; raises TimeoutError
-    (or RuntimeError when the worker refused the command). Raises
+    The caller is authorized for ``action`` on ``agent_id`` first (a check the
+    CLI already made is not audited twice) and their name goes into the event's
+    ``operator`` field: the worker applies any command on the control topic and
+    trusts that field (docs/access.md), so the check happens here, where the
+    event is created.
+
+    Returns ``{"command", "operator", "before", "after", "seconds"}``; raises
+    :class:`ops.access.Denied`, TimeoutError (or RuntimeError when the worker
+    refused the command). Raises
     :class:`schemas.settings.StackNotRunning` when a server is not known and
     :class:`projections.archive.ArchiveUnavailable` when PostgreSQL does not answer.
     """
+    from ops.access import authorize
     from projections.policy_store import PolicyStore
     from schemas import encode, new_event
     from schemas.catalog import topic_name
     from schemas.settings import resolve
 
+    operator = authorize(settings, action, agent_id, {"reason": reason, "challenger": challenger},
+                         once=True).name
     addresses = resolve(settings)
     store = PolicyStore(redis_client(addresses.redis_url), settings.topic_prefix)
     before = store.get(agent_id)
@@ -70,7 +80,8 @@ def send_command(settings: Any, agent_id: str, action: str, operator: str, reaso
     while time.monotonic() < deadline:
         after = store.get(agent_id)
         if after is not None and after.revision > start_rev:
-            return {"command": str(event.event_id), "before": policy_summary(before),
+            return {"command": str(event.event_id), "operator": operator,
+                    "before": policy_summary(before),
                     "after": policy_summary(after), "seconds": round(time.monotonic() - began, 3)}
         archive = archive or open_archive(addresses)
         if refused(archive, str(event.event_id)):
