@@ -44,6 +44,7 @@ ARGS: dict[str, list[str]] = {
     "report": ["--out", "/dev/null"], "lineage": ["no-such-decision"], "bench": ["list"],
     "evaluate": ["storypoints"], "role.grant": ["somebody", "viewer"],
     "role.revoke": ["somebody", "viewer"], "export": ["--out", "/dev/null"],
+    "erase": ["r-nobody", "--reason", "test"],
 }
 
 
