@@ -34,6 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
+from schemas.protect import CONTEXT_PERSONAL, Protector, personal_paths
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,40 @@ class Rejected:
         return False
 
 
+class _Sealed:
+    """An event sealed and encoded off the caller's thread (:class:`agents.producer.Deferred`)."""
+
+    __slots__ = ("event", "later", "soon")
+
+    def __init__(self, event: Envelope, later: Protector, soon: Protector) -> None:
+        self.event, self.later, self.soon = event, later, soon
+
+    def __call__(self) -> bytes:
+        try:
+            return encode(self.later.protect(self.event))
+        except Exception as exc:  # e.g. the NER model failed: seal with the quick detector
+            log.warning("sealing event %s with %s failed (%s); using the quick detector",
+                        self.event.event_id, type(self.later.detector).__name__,
+                        type(exc).__name__)
+            return self.now()
+
+    def now(self) -> bytes:
+        return encode(self.soon.protect(self.event))
+
+
+def _withheld(event_type: str, payload: Any) -> Any:
+    """A rejected attempt without its personal text (dead letters must not hold it)."""
+    if not isinstance(payload, Mapping):
+        return payload
+    personal = set(CATALOG[event_type].personal_fields) if event_type in CATALOG else set()
+    out = {k: ("[withheld]" if k in personal else v) for k, v in payload.items()}
+    context = out.get("context")
+    if isinstance(context, Mapping):
+        out["context"] = {k: ("[withheld]" if k in CONTEXT_PERSONAL else v)
+                          for k, v in context.items()}
+    return out
+
+
 class AgentClient:
     """One agent's handle on selflearn.
 
@@ -61,6 +96,13 @@ class AgentClient:
     background producer delivers it (keyed by agent id, so one agent's events
     keep their order). With ``bootstrap=None`` events wait in the durable
     outbox until a client with a broker address drains it.
+
+    With a ``protector`` (:meth:`from_settings` makes one), personal fields and
+    the persons named in them are encrypted per data subject on the producer
+    thread, before the event is encoded — so neither the broker nor the outbox
+    file ever holds them in clear; ``emit`` only queues the envelope. Where the
+    caller's thread must write the outbox itself (queue full, or no broker),
+    ``protector_now`` seals it there (pattern detection at most, never NER).
     """
 
     def __init__(
@@ -77,6 +119,9 @@ class AgentClient:
         redis_url: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_decision: Callable[[Decision], object] | None = None,
+        resend_window_s: float = 30.0,
+        protector: Protector | None = None,
+        protector_now: Protector | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -84,18 +129,24 @@ class AgentClient:
         self.topic_prefix = topic_prefix
         self._key = agent_id.encode()
         self._scrub = scrub
+        self.protector = protector
+        self._protect_now = protector_now or protector
         self._topics = {s.type: topic_name(topic_prefix, s.stream) for s in CATALOG.values()}
         self.dead_letter_topic = topic_name(topic_prefix, DEAD_LETTER)
         if outbox_path is None:
             outbox_path = Path(tempfile.gettempdir()) / "selflearn-outbox" / f"{agent_id}.db"
         self._outbox = Outbox(outbox_path)
+        # Producer identity (docs/exactly-once.md): projections de-duplicate by
+        # (producer id, epoch, dense sequence per stream), never by clock or offset.
+        self.producer_id, self.producer_epoch = self._outbox.next_epoch()
+        self._next_seq = dict.fromkeys(STREAMS, 0)
         self._producer: BackgroundProducer | None = None
         self._offline_seq = itertools.count(self._outbox.max_seq() + 1)  # no broker: outbox only
         if bootstrap is not None:
             all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
             self._producer = BackgroundProducer(
                 bootstrap, self._outbox, topics=all_topics, partitions=partitions,
-                queue_size=queue_size, ssl_context=ssl_context,
+                queue_size=queue_size, ssl_context=ssl_context, resend_window_s=resend_window_s,
             )
         self.rejected = 0
         self._order = threading.Lock()
@@ -107,9 +158,11 @@ class AgentClient:
     @classmethod
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
+        from projections.sealing import use_settings
         from schemas.settings import Settings, resolve
 
         settings = settings or Settings()
+        use_settings(settings)  # the key that checks model snapshots read from Redis
         addresses = resolve(settings)
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
         kwargs.setdefault("redis_url", addresses.redis_url)
@@ -118,6 +171,13 @@ class AgentClient:
         kwargs.setdefault(
             "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"
         )
+        if settings.privacy and "protector" not in kwargs:
+            from schemas.protect import detector_for, key_store
+
+            keys = key_store(settings)
+            kwargs["protector"] = Protector(keys, detector_for(settings.pii_detector))
+            quick = "none" if settings.pii_detector == "none" else "pattern"
+            kwargs["protector_now"] = Protector(keys, detector_for(quick))
         return cls(agent_id, bootstrap=addresses.kafka_bootstrap, **kwargs)
 
     # -- emitting (never blocks, never raises on bad input) -----------------------
@@ -134,24 +194,34 @@ class AgentClient:
         """Validate and queue one event; returns the envelope, or :class:`Rejected`."""
         try:
             if self._scrub is not None and not _scrubbed:
-                payload = self._scrub(event_type, payload)
-            # Id and queue position are taken together, so one agent's event ids
-            # increase in the order its events reach the broker (consumers rely on it).
+                payload = self._scrubbed(event_type, payload)
+            stream = CATALOG[event_type].stream if event_type in CATALOG else "agent"
+            # Sequence and queue position are taken together, so each stream's
+            # sequence is dense in the order its events reach the broker; it is
+            # used up only by a valid event (a rejected one leaves no gap).
             with self._order:
+                seq = self._next_seq[stream]
                 event = new_event(
                     event_type, payload, producer=self.agent_id, subject_id=subject_id,
                     correlation_id=correlation_id, causation_id=causation_id,
+                    producer_id=self.producer_id, producer_epoch=self.producer_epoch,
+                    sequence=seq,
                 )
-                self._submit(self._topics[event.type], encode(event))
+                self._next_seq[stream] = seq + 1
+                self._submit_event(event)
         except EventValidationError as exc:
-            attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
+            attempt = {"type": event_type, "payload": _withheld(event_type, payload),
+                       "subject_id": subject_id}
             return self._reject(orjson.dumps(attempt, default=str), exc)
         return event
 
-    def decide(self, context: Mapping[str, Any], *, request_id: str | None = None) -> Decision:
+    def decide(self, context: Mapping[str, Any], *, request_id: str | None = None,
+               subject_id: str | None = None) -> Decision:
         """Ask the in-process decision engine; logs the request and answer as events.
 
         Returns at once (no network on this path); see :mod:`agents.decision`.
+        The engine sees the plaintext context; the logged request is sealed
+        under ``subject_id`` (the data subject of the context's free text).
         """
         if self.engine is None:
             raise RuntimeError(f"{self.agent_id}: created without decision_kind; cannot decide")
@@ -159,23 +229,45 @@ class AgentClient:
         if self._scrub is not None:
             # The engine sees exactly what the logged request carries (PII removed),
             # so an auditor can recompute the decision from the event alone.
-            context = self._scrub("decision.requested", context)
+            context = self._scrubbed("decision.requested", {"context": context})["context"]
         decision = self.engine.decide(context, request_id=rid)
         requested = self.emit("decision.requested",
                               {"request_id": rid, "kind": decision.kind, "context": context},
-                              correlation_id=rid, _scrubbed=True)
+                              subject_id=subject_id, correlation_id=rid, _scrubbed=True)
         self.emit("decision.made", {
             "request_id": rid, "kind": decision.kind, "output": decision.output,
             "model_version": decision.model_version, "policy": decision.policy,
             "inputs_digest": decision.inputs_digest, "features": decision.features,
             "latency_us": decision.latency_us,
-        }, correlation_id=rid, _scrubbed=True,
+        }, subject_id=subject_id, correlation_id=rid, _scrubbed=True,
            causation_id=str(requested.event_id) if isinstance(requested, Envelope) else None)
         return decision
 
+    def _scrubbed(self, event_type: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The scrubber's output; with a protector, personal text is left to the protector.
+
+        Personal text is sealed per subject (its PII spans each under their own
+        key), so the scrubber's destructive redaction is not needed there and
+        would keep named persons from getting their own key.
+        """
+        assert self._scrub is not None
+        scrubbed = self._scrub(event_type, payload)
+        if self.protector is None:
+            return scrubbed
+        paths = personal_paths(event_type, payload)
+        if not paths:
+            return scrubbed
+        out = dict(scrubbed)
+        for path in paths:
+            if len(path) == 1:
+                out[path[0]] = payload[path[0]]
+            else:
+                out[path[0]] = {**out[path[0]], path[1]: payload[path[0]][path[1]]}
+        return out
+
     def emit_event(self, event: Envelope) -> Envelope:
         """Queue an already-built envelope (e.g. one being forwarded)."""
-        self._submit(self._topics[event.type], encode(event))
+        self._submit_event(event)
         return event
 
     def emit_raw(self, data: bytes) -> Envelope | Rejected:
@@ -184,7 +276,10 @@ class AgentClient:
             event = decode(data)
         except EventValidationError as exc:
             return self._reject(data, exc)
-        self._submit(self._topics[event.type], data)
+        if self.protector is None:
+            self._submit(self._topics[event.type], data)
+        else:
+            self._submit_event(event)
         return event
 
     def _reject(self, raw: bytes, exc: EventValidationError) -> Rejected:
@@ -195,6 +290,16 @@ class AgentClient:
         )
         self._submit(self.dead_letter_topic, record)
         return Rejected(exc.reason.value, exc.message)
+
+    def _submit_event(self, event: Envelope) -> None:
+        topic = self._topics[event.type]
+        if self.protector is None or self._protect_now is None:
+            self._submit(topic, encode(event))
+        elif self._producer is None:
+            self._submit(topic, encode(self._protect_now.protect(event)))
+        else:
+            self._producer.submit(topic, self._key, _Sealed(event, self.protector,
+                                                            self._protect_now))
 
     def _submit(self, topic: str, value: bytes) -> None:
         if self._producer is None:
@@ -222,6 +327,9 @@ class AgentClient:
         if self._producer is not None:
             self._producer.close(timeout)
         self._outbox.close()
+        close_keys = getattr(self.protector.keys, "close", None) if self.protector else None
+        if close_keys is not None:
+            close_keys()
 
     def __enter__(self) -> AgentClient:
         return self

@@ -13,6 +13,13 @@ unreachable, refresher stuck) the engine keeps serving the last good policy
 and labels the decision ``fallback``; before any policy was ever loaded it
 serves the rule-based baseline (``baseline``). Never an exception, never a wait.
 
+Refused policies: a policy whose model snapshots cannot be restored — above
+all a sealed snapshot whose HMAC does not match (:class:`SnapshotTampered`:
+changed in Redis, or written with another key) — is refused as a whole. The
+engine logs it, records it in :attr:`DecisionEngine.refused` and keeps serving
+its last good policy (or the baseline if it never had one); it does not retry
+that revision.
+
 >>> engine = DecisionEngine("code-reviewer", "review_risk", redis_url=None)
 >>> d = engine.decide({"change_id": "c1", "project": "Ant", "la": 0.5, "lt": 100, "nf": 2},
 ...                   request_id="r1")
@@ -38,18 +45,25 @@ import orjson
 
 from projections.feature_store import feature_key, parse_counters
 from projections.features import values
-from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner
+from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner, learner_factory
+from projections.sealing import SnapshotTampered
 from schemas.policy import LivePolicy, ModelRef, policy_key
 
 log = logging.getLogger(__name__)
 
 BASELINES = {"task_estimate": "constant", "review_risk": "size_heuristic"}
 LEARNERS = {"task_estimate": TASK_LEARNERS, "review_risk": REVIEW_LEARNERS}
+MAX_REFUSED = 100  # refused revisions remembered (a refused revision is never retried)
 
 
 def new_learner(kind: str, name: str, snapshot: bytes | None = None) -> Learner:
-    """A learner of ``kind`` by name, restored from ``snapshot`` when given."""
-    factory = LEARNERS[kind][name]
+    """A learner of ``kind`` by name (or River spec), restored from ``snapshot`` when given.
+
+    Raises :class:`SnapshotTampered` when a sealed snapshot fails its MAC.
+    """
+    if kind not in LEARNERS:
+        raise KeyError(f"unknown decision kind {kind!r}")
+    factory = learner_factory(kind, name)
     if snapshot is None:
         return factory()
     restore = type(factory()).restore
@@ -125,6 +139,7 @@ class DecisionEngine:
         self._on_decision = on_decision
         self._freeze_gc = freeze_gc
         self.refresh_failures = 0
+        self.refused: dict[int, str] = {}  # policy revision -> why its models were refused
         self._stop = threading.Event()
         self._redis: Any = None
         if redis_url is not None:
@@ -181,17 +196,31 @@ class DecisionEngine:
 
     def install(self, policy: LivePolicy, snapshots: Mapping[ModelRef, bytes | None],
                 features: Mapping[str, float]) -> None:
-        """Build and swap in a new read model (also used by replay and audit)."""
+        """Build and swap in a new read model (also used by replay and audit).
+
+        A policy whose models cannot be restored is refused (see the module
+        docstring): the current read model stays, with the new features.
+        """
         current = self._model
+        if policy.revision in self.refused:
+            if current is None:
+                return
+            policy = current.policy
         champion = challenger = None
         if current is not None and current.policy.revision == policy.revision:
             champion, challenger = current.champion, current.challenger
         if champion is None:
-            champion = new_learner(self.kind, policy.champion.name,
-                                   snapshots.get(policy.champion))
-            if policy.challenger is not None:
-                challenger = new_learner(self.kind, policy.challenger.name,
-                                         snapshots.get(policy.challenger))
+            try:
+                champion = new_learner(self.kind, policy.champion.name,
+                                       snapshots.get(policy.champion))
+                if policy.challenger is not None:
+                    challenger = new_learner(self.kind, policy.challenger.name,
+                                             snapshots.get(policy.challenger))
+            except Exception as exc:  # a forged or broken model must never be served
+                self._refuse(policy, current, exc)
+                if current is None:
+                    return
+                policy, champion, challenger = current.policy, current.champion, current.challenger
         fresh = current is None or champion is not current.champion
         self._model = ReadModel(policy, champion, challenger,
                                 MappingProxyType(dict(features)), time.monotonic())
@@ -200,6 +229,17 @@ class DecisionEngine:
             # walk it costs milliseconds on the decision path. Frozen objects are
             # still freed by reference counting when a newer model replaces them.
             gc.freeze()
+
+    def _refuse(self, policy: LivePolicy, current: ReadModel | None, exc: Exception) -> None:
+        keeping = (f"keeping revision {current.policy.revision}" if current is not None
+                   else "serving the baseline")
+        why = ("its snapshot failed authentication" if isinstance(exc, SnapshotTampered)
+               else "its models could not be restored")
+        log.error("%s: policy revision %d refused (%s), %s: %s", self.agent_id,
+                  policy.revision, why, keeping, exc)
+        self.refused[policy.revision] = f"{type(exc).__name__}: {exc}"
+        while len(self.refused) > MAX_REFUSED:
+            del self.refused[next(iter(self.refused))]
 
     def refresh(self) -> bool:
         """Read policy, snapshots and features from Redis once; True on success."""
@@ -210,7 +250,8 @@ class DecisionEngine:
         policy = LivePolicy.from_bytes(raw)
         current = self._model
         snapshots: dict[ModelRef, bytes | None] = {}
-        if current is None or current.policy.revision != policy.revision:
+        if (current is None or current.policy.revision != policy.revision) \
+                and policy.revision not in self.refused:
             for ref in (policy.champion, policy.challenger):
                 if ref is not None and ref.snapshot_key is not None:
                     snapshots[ref] = r.get(ref.snapshot_key)

@@ -10,12 +10,15 @@ number so per-agent order survives a broker outage and a process restart.
 ([1, 2], 2)
 >>> box.delete_through(1); len(box)
 1
+>>> pid, first = box.next_epoch(); box.next_epoch() == (pid, first + 1)
+True
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,7 +40,30 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS outbox ("
             "seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS producer (id TEXT NOT NULL, epoch INTEGER NOT NULL)"
+        )
         self._count = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def next_epoch(self) -> tuple[str, int]:
+        """This outbox's producer id and a new epoch (one per client that opens it).
+
+        The id is made once and kept with the outbox, so events still waiting in
+        it after a crash keep an identity the projections know; every opening
+        starts a new epoch whose sequences begin at 0, so two processes that
+        share an outbox, or one restarted, never reuse a (producer, epoch, seq).
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT id, epoch FROM producer").fetchone()
+            if row is None:
+                pid, epoch = uuid.uuid4().hex, 0
+                self._db.execute("INSERT INTO producer (id, epoch) VALUES (?, ?)", (pid, epoch))
+            else:
+                pid, epoch = str(row[0]), int(row[1]) + 1
+                self._db.execute("UPDATE producer SET epoch = ?", (epoch,))
+            self._db.execute("COMMIT")
+        return pid, epoch
 
     def __len__(self) -> int:
         return self._count

@@ -79,6 +79,22 @@ def scan(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def findings(text: str) -> list[tuple[str, int, int]]:
+    """Every finding as ``(kind, start, end)``, in pattern order (for ``evaluate pii``).
+
+    >>> findings("ask [~cbarber]")
+    [('USER', 4, 14)]
+    """
+    if not _TRIGGER.search(text):
+        return []
+    found = []
+    for kind, pattern, _ in _active(text):
+        for m in pattern.finditer(text):
+            if kind != "CARD" or _luhn(m.group()):
+                found.append((kind, m.start(), m.end()))
+    return found
+
+
 def redact(text: str) -> str:
     """``text`` with every finding replaced by its placeholder."""
     if not _TRIGGER.search(text):

@@ -11,7 +11,7 @@ carries its id, so consumers de-duplicate.
 
 Acknowledged events are also kept for ``resend_window_s`` (bounded by
 ``resend_max``): after an outage they are sent again, because a broker that
-restarts without durable storage (the embedded Tansu, BROKER.md) forgets
+restarts without durable storage (the embedded Tansu, docs/broker.md) forgets
 what it had acknowledged. Duplicates are harmless by design; lost events
 are not.
 """
@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -42,8 +42,25 @@ log = logging.getLogger(__name__)
 
 BATCH = 5_000
 IDLE_SLEEP_S = 0.002
+PROBE_S = 1.0  # how often the broker is asked whether it still has our topics
 RETRY_S = 0.5
 SWITCH_INTERVAL_S = 0.0002
+
+
+class Deferred(Protocol):
+    """An event whose bytes are made off the caller's thread (sealing personal data).
+
+    ``__call__`` runs on the producer thread (it may run PII detection and
+    encryption there); ``now`` runs on the caller's thread when the queue is
+    full and the event must go to the outbox at once (cheaper: no NER).
+    """
+
+    def __call__(self) -> bytes: ...
+
+    def now(self) -> bytes: ...
+
+
+Queued = tuple[int, str, bytes, "bytes | Deferred"]
 
 
 @dataclass
@@ -98,16 +115,18 @@ class BackgroundProducer:
         self._outbox = outbox
         self._topics = tuple(topics)
         self._partitions = partitions
-        self._queue: deque[Row] = deque()
+        self._queue: deque[Queued] = deque()
         self._queue_size = queue_size
         self._idempotence = idempotence
         self._timeout_ms = request_timeout_ms
         self._seq = itertools.count(outbox.max_seq() + 1)
         self._in_flight = 0
+        self._taking = 0
         self._recent: deque[tuple[float, Row]] = deque()
         self._outage = False
         self._partitions_of: dict[tuple[str, bytes], int] = {}
-        self._resend_window_s = resend_window_s
+        # The window must outlast the restart probe, or a restart goes unrepaired.
+        self._resend_window_s = max(resend_window_s, 3 * PROBE_S)
         self._resend_max = resend_max
         self._stopping = threading.Event()
         # The producer thread runs Python code in bursts; a short GIL switch
@@ -118,19 +137,23 @@ class BackgroundProducer:
         self._thread.start()
 
     # -- caller side (hot path) -------------------------------------------------
-    def submit(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one encoded event; returns at once (never touches the network)."""
-        row = (next(self._seq), topic, key, value)
+    def submit(self, topic: str, key: bytes, value: bytes | Deferred) -> None:
+        """Queue one event (bytes, or :class:`Deferred` bytes); returns at once.
+
+        Never touches the network. A deferred value is made on the producer
+        thread, before anything leaves the process or reaches the outbox.
+        """
         self.stats.submitted += 1
         if len(self._queue) >= self._queue_size:
-            self._outbox.put_many([row])
+            data = value if isinstance(value, bytes) else value.now()
+            self._outbox.put_many([(next(self._seq), topic, key, data)])
             self.stats.spilled += 1
         else:
-            self._queue.append(row)
+            self._queue.append((next(self._seq), topic, key, value))
 
     def pending(self) -> int:
         """Events not yet acknowledged by the broker (queued, in flight or in the outbox)."""
-        return len(self._queue) + self._in_flight + len(self._outbox)
+        return len(self._queue) + self._taking + self._in_flight + len(self._outbox)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is acknowledged; False on timeout."""
@@ -151,9 +174,14 @@ class BackgroundProducer:
     # -- background thread ------------------------------------------------------
     def _take(self, limit: int) -> list[Row]:
         rows: list[Row] = []
+        # Sealing a batch takes a while: rows taken but not yet in flight still
+        # count as pending, so flush() cannot return before they are sent.
         with contextlib.suppress(IndexError):
             for _ in range(limit):
-                rows.append(self._queue.popleft())
+                seq, topic, key, value = self._queue.popleft()
+                self._taking += 1
+                rows.append((seq, topic, key, value if isinstance(value, bytes) else value()))
+        self._taking = 0
         return rows
 
     def _main(self) -> None:
@@ -247,8 +275,28 @@ class BackgroundProducer:
             self._outbox.put_many(row for _, row in self._recent)
             self._recent.clear()
 
+    async def _broker_forgot(self, producer: AIOKafkaProducer) -> bool:
+        """True when the broker is unreachable or lost our topics (restarted empty).
+
+        Tansu acknowledges writes to a topic it no longer knows and then never
+        serves them (docs/broker.md), so a restart must be noticed before the
+        re-send window has passed: every ``PROBE_S`` the topics are looked up.
+        """
+        try:
+            cluster = await asyncio.wait_for(producer.client.fetch_all_metadata(),
+                                             self._timeout_ms / 1000)
+        except (TimeoutError, KafkaError, OSError):
+            return True
+        missing = set(self._topics) - set(cluster.topics())
+        if missing:
+            log.warning("broker %s lost %d topics (restarted?); re-creating them and "
+                        "re-sending the last %.0f s", self.bootstrap, len(missing),
+                        self._resend_window_s)
+        return bool(missing)
+
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None
+        probed = time.monotonic()
         while not self._stopping.is_set():
             if producer is None:
                 producer = await self._connect()
@@ -259,20 +307,24 @@ class BackgroundProducer:
                     self._outbox.put_many(self._take(len(self._queue)))
                     await asyncio.sleep(RETRY_S)
                     continue
+                self._partitions_of.clear()  # a re-created topic may have other partitions
+                probed = time.monotonic()
             ok = True
-            if len(self._outbox):
+            if self._topics and time.monotonic() - probed >= PROBE_S:
+                probed = time.monotonic()
+                ok = not await self._broker_forgot(producer)
+            if ok and len(self._outbox):
                 # Keep order: everything queued now goes behind what is waiting.
                 self._outbox.put_many(self._take(len(self._queue)))
                 rows = self._outbox.peek(BATCH)
                 ok = await self._deliver(producer, rows)
                 if ok:
                     self._outbox.delete_through(rows[-1][0])
-            else:
-                rows = self._take(BATCH)
+            elif ok:
+                self._in_flight = len(rows := self._take(BATCH))
                 if not rows:
                     await asyncio.sleep(IDLE_SLEEP_S)
                     continue
-                self._in_flight = len(rows)
                 ok = await self._deliver(producer, rows)
                 if not ok:
                     self._outbox.put_many(rows)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Certificates for Kafka TLS (docker/compose.yaml), made with openssl only.
+# Certificates for TLS to every server of docker/compose.yaml (Kafka, PostgreSQL, Redis),
+# made with openssl only.
 #
 #   docker/make-certs.sh            create the CA (once) and issue the leaf certificates
 #   docker/make-certs.sh --rotate   issue new leaf certificates with the existing CA
@@ -14,11 +15,18 @@
 #                                     Kafka's ssl.keystore.type=PEM file
 #   kafka/broker.truststore.pem       the CA: Kafka's ssl.truststore.type=PEM file
 #   kafka/broker.crt                  the broker certificate alone (for inspection)
+#   postgres/ca.crt, postgres/server.crt, postgres/server.key
+#                                     TimescaleDB's ssl_ca_file, ssl_cert_file, ssl_key_file
+#   redis/ca.crt, redis/server.crt, redis/server.key
+#                                     Redis' --tls-ca-cert-file, --tls-cert-file, --tls-key-file
+#                                     (also the healthcheck's client certificate)
 #   client/ca.crt, client/client.crt, client/client.key
-#                                     what the selflearn workers need for mTLS
+#                                     what the selflearn workers, tools and MLflow need for
+#                                     mTLS to all three servers
 #
 # Environment:
 #   KAFKA_CERT_SANS  extra subjectAltNames of the broker, e.g. "DNS:kafka.example.com,IP:10.0.0.5"
+#   POSTGRES_CERT_SANS, REDIS_CERT_SANS   the same for PostgreSQL and Redis
 #   LEAF_DAYS        validity of the leaf certificates (default 120: rotate every quarter)
 #   CA_DAYS          validity of the CA (default 1825)
 #   CERTS_UID/GID    owner of the key files when run as root (default 1000: the apache/kafka
@@ -30,12 +38,14 @@ out="${CERTS_DIR:-$here/certs}"
 leaf_days="${LEAF_DAYS:-120}"
 ca_days="${CA_DAYS:-1825}"
 sans="DNS:kafka,DNS:localhost,IP:127.0.0.1${KAFKA_CERT_SANS:+,$KAFKA_CERT_SANS}"
+pg_sans="DNS:timescaledb,DNS:localhost,IP:127.0.0.1${POSTGRES_CERT_SANS:+,$POSTGRES_CERT_SANS}"
+redis_sans="DNS:redis,DNS:localhost,IP:127.0.0.1${REDIS_CERT_SANS:+,$REDIS_CERT_SANS}"
 mode="create"
 case "${1:-}" in
   "") ;;
   --rotate) mode="rotate" ;;
   --new-ca) mode="new-ca" ;;
-  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
   *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
 esac
 
@@ -50,7 +60,7 @@ new_key() {  # an EC P-256 key in PKCS#8 PEM ("BEGIN PRIVATE KEY"), what Kafka's
 }
 
 ca="$out/ca"
-mkdir -p "$ca" "$out/kafka" "$out/client"
+mkdir -p "$ca" "$out/kafka" "$out/client" "$out/postgres" "$out/redis"
 if [ "$mode" = "new-ca" ] || [ ! -s "$ca/ca.key" ] || [ ! -s "$ca/ca.crt" ]; then
   if [ "$mode" = "rotate" ]; then
     echo "--rotate needs an existing CA in $ca (ca.key, ca.crt)" >&2; exit 1
@@ -88,14 +98,22 @@ issue() {  # issue NAME CN EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
 # The broker also acts as a client of its own controller listener, hence clientAuth.
 issue broker kafka "serverAuth,clientAuth" "$sans"
 issue client selflearn-worker "clientAuth"
+issue postgres timescaledb "serverAuth" "$pg_sans"
+# redis-cli in the healthcheck presents the server's own certificate, hence clientAuth.
+issue redis redis "serverAuth,clientAuth" "$redis_sans"
 
 cat "$tmp/broker.key" "$tmp/broker.crt" "$ca/ca.crt" > "$tmp/broker.keystore.pem"
 cp "$ca/ca.crt" "$tmp/broker.truststore.pem"
 cp "$ca/ca.crt" "$tmp/client-ca.crt"
-chmod 0644 "$tmp/broker.crt" "$tmp/broker.truststore.pem" "$tmp/client.crt" "$tmp/client-ca.crt"
-chmod 0640 "$tmp/broker.keystore.pem" "$tmp/client.key"
+chmod 0644 "$tmp/broker.crt" "$tmp/broker.truststore.pem" "$tmp/client.crt" "$tmp/client-ca.crt" \
+  "$tmp/postgres.crt" "$tmp/redis.crt"
+chmod 0640 "$tmp/broker.keystore.pem" "$tmp/postgres.key" "$tmp/redis.key"
+# libpq refuses a client key readable by its group unless root owns it.
+chmod 0600 "$tmp/client.key"
 if [ "$(id -u)" = "0" ]; then
-  chown "${CERTS_UID:-1000}:${CERTS_GID:-1000}" "$tmp/broker.keystore.pem" "$tmp/client.key"
+  # The PostgreSQL key is copied and re-owned by the container's entrypoint (compose.yaml).
+  chown "${CERTS_UID:-1000}:${CERTS_GID:-1000}" "$tmp/broker.keystore.pem" "$tmp/client.key" \
+    "$tmp/postgres.key" "$tmp/redis.key"
 elif [ "$(id -u)" != "${CERTS_UID:-1000}" ]; then
   echo "note: the key files belong to uid $(id -u); the containers read them as uid" \
        "${CERTS_UID:-1000}: run this script as root, or chown them" >&2
@@ -106,10 +124,21 @@ chmod 0644 "$ca/ca.crt"
 mv -f "$tmp/broker.keystore.pem" "$tmp/broker.truststore.pem" "$tmp/broker.crt" "$out/kafka/"
 mv -f "$tmp/client.key" "$tmp/client.crt" "$out/client/"
 mv -f "$tmp/client-ca.crt" "$out/client/ca.crt"
-chmod 0755 "$out/kafka" "$out/client"
+for server in postgres redis; do
+  cp "$ca/ca.crt" "$tmp/$server-ca.crt"
+  chmod 0644 "$tmp/$server-ca.crt"
+  mv -f "$tmp/$server.key" "$out/$server/server.key"
+  mv -f "$tmp/$server.crt" "$out/$server/server.crt"
+  mv -f "$tmp/$server-ca.crt" "$out/$server/ca.crt"
+done
+chmod 0755 "$out/kafka" "$out/client" "$out/postgres" "$out/redis"
 chmod 0700 "$ca"
 
 echo "issued (valid $leaf_days days):"
 openssl x509 -in "$out/kafka/broker.crt" -noout -subject -enddate -ext subjectAltName \
   | sed 's/^/  broker: /'
 openssl x509 -in "$out/client/client.crt" -noout -subject -enddate | sed 's/^/  client: /'
+for server in postgres redis; do
+  openssl x509 -in "$out/$server/server.crt" -noout -subject -enddate -ext subjectAltName \
+    | sed "s/^/  $server: /"
+done

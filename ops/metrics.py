@@ -28,13 +28,14 @@ Environment
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from pydantic import ValidationError
 
+from schemas.settings import Settings
 from streams.sensor import Sensor
 
 PORT_ENV = "SELFLEARN_METRICS_PORT"
@@ -57,6 +58,10 @@ EVENTS_PROCESSED = Counter(
 )
 DEAD_LETTERS = Counter(
     "selflearn_dead_letters", "Events rejected to the dead-letter topic, by reason", ["reason"],
+)
+SEQUENCE_GAPS = Gauge(
+    "selflearn_sequence_gaps", "Producer sequence numbers never received (lost events)",
+    ["partition"],
 )
 CONSUMER_LAG = Gauge(
     "selflearn_consumer_lag",
@@ -121,15 +126,18 @@ def start_metrics_server(port: int | None = None, addr: str | None = None) -> in
         When the port is taken.
     """
     global _server
-    if port is None:
-        raw = os.environ.get(PORT_ENV, "").strip() or "0"
+    if port is not None and not 0 <= port <= 65535:
+        raise ValueError(f"metrics port {port} is outside 0..65535")
+    if port is None or addr is None:
         try:
-            port = int(raw)
-        except ValueError:
-            raise ValueError(f"{PORT_ENV}={raw!r} is not a port number") from None
+            settings = Settings()
+        except ValidationError as exc:
+            raise ValueError(f"{PORT_ENV} / {ADDR_ENV}: {exc}") from None
+        port = settings.metrics_port if port is None else port
+        addr = addr or settings.metrics_addr
     if not 0 <= port <= 65535:
         raise ValueError(f"metrics port {port} is outside 0..65535")
-    bind = addr or os.environ.get(ADDR_ENV, "").strip() or DEFAULT_ADDR
+    bind = addr
     with _lock:
         if _server is not None:
             running = _server[1]
@@ -254,3 +262,7 @@ class PrometheusSensor(Sensor):
 
     def on_lag(self, topic: str, partition: int, lag: float) -> None:
         set_consumer_lag(topic, partition, lag)
+
+    def on_gaps(self, gaps: Mapping[int, int]) -> None:
+        for partition, n in gaps.items():
+            SEQUENCE_GAPS.labels(partition=str(partition)).set(n)

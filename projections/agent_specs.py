@@ -1,5 +1,12 @@
 """Who the agents are: kind, rollout mode, champion and challengers.
 
+A champion or challenger is a registered learner name or, in one line, any
+River estimator or pipeline as a spec string (``river.<module>.<Class>|…``,
+see :mod:`projections.learners.river_spec`)::
+
+    AgentSpec("task-estimator", "task_estimate", "live", "running_median",
+              ("knn_median", "river.feature_extraction.TFIDF(on='title')|linear_model.PARegressor"))
+
 An agent the projections have not been told about gets :func:`default_spec`
 for its kind and starts log-only; evaluation agents (``eval-…``) get every
 registered learner and are never reset on drift, so a replay through the
@@ -12,10 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from projections.learners import (
+    DEFAULT_REVIEW_CHALLENGERS,
     DEFAULT_TASK_CHALLENGERS,
     REVIEW_LEARNERS,
     TASK_LEARNERS,
     Learner,
+    learner_factory,
 )
 from schemas.policy import KINDS
 
@@ -35,9 +44,18 @@ class AgentSpec:
     drift_resets: bool = True  # False: challengers are never reset on drift (evaluation)
 
     def learners(self) -> Factories:
-        """Factories of every model of this agent (champion first)."""
-        reg = self.factories or (TASK_LEARNERS if self.kind == "task_estimate" else REVIEW_LEARNERS)
-        return {name: reg[name] for name in (self.champion, *self.challengers)}
+        """Factories of every model of this agent (champion first).
+
+        >>> spec = AgentSpec("a", "review_risk", champion="size_heuristic",
+        ...                  challengers=("river.preprocessing.StandardScaler"
+        ...                               "|linear_model.LogisticRegression",))
+        >>> [f().name for f in spec.learners().values()]
+        ['size_heuristic', 'river.preprocessing.StandardScaler|linear_model.LogisticRegression']
+        """
+        names = (self.champion, *self.challengers)
+        if self.factories is not None:
+            return {name: self.factories[name] for name in names}
+        return {name: learner_factory(self.kind, name) for name in names}
 
 
 EVAL_PREFIX = "eval-"
@@ -79,7 +97,7 @@ def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
     Evaluation agents (:func:`eval_agent_id`) get :func:`eval_spec` instead.
 
     >>> default_spec("x", "review_risk").challengers
-    ('review_rank', 'size_bucket', 'logistic')
+    ('review_rank', 'river_jit_offset', 'logistic')
     """
     evaluation = eval_spec(agent_id)
     if evaluation is not None:
@@ -90,8 +108,7 @@ def default_spec(agent_id: str, kind: str, mode: str = "log_only") -> AgentSpec:
         # The rule a team starts with: review the biggest changes first. Its score
         # ranks but is no probability, so a calibrated challenger replaces it
         # through the canary ramp once it is better with confidence.
-        return AgentSpec(agent_id, kind, mode, "size_heuristic",
-                         ("review_rank", "size_bucket", "logistic"))
+        return AgentSpec(agent_id, kind, mode, "size_heuristic", DEFAULT_REVIEW_CHALLENGERS)
     raise ValueError(f"unknown agent kind {kind!r}; known: task_estimate, review_risk")
 
 

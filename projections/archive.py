@@ -27,7 +27,8 @@ Writes are ``COPY`` into a temporary staging table, then one
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, in one transaction: a batch
 is stored completely or not at all, and its row count says how many events
 were new. A worker commits its broker offsets only after :meth:`write`
-returned; :class:`ArchiveProjection` retries through a PostgreSQL outage.
+returned; :class:`projections.archive_projection.ArchiveProjection` retries
+through a PostgreSQL outage.
 
 >>> import os
 >>> dsn = os.environ.get("SELFLEARN_DATABASE_URL")
@@ -40,10 +41,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -56,7 +56,7 @@ from psycopg_pool import ConnectionPool
 
 from projections import archive_sql as q
 from projections.archive_cold import ColdStore
-from projections.feature_store import Sourced
+from projections.base import Sourced
 
 log = logging.getLogger(__name__)
 Backend = str  # "timescaledb" or "partitioned"
@@ -154,7 +154,7 @@ class EventArchive:
         """A new dedicated connection for long reads (replay); the caller closes it."""
         dsn = self.db if isinstance(self.db, str) else self.db.conninfo
         try:
-            conn = psycopg.connect(dsn, connect_timeout=5)
+            conn = psycopg.connect(str(dsn), connect_timeout=5)
         except _LOST as exc:
             raise ArchiveUnavailable(f"PostgreSQL did not answer: {exc}") from exc
         self._configure(conn)
@@ -286,7 +286,8 @@ class EventArchive:
     def _create_partition(self, conn: psycopg.Connection[Any], day: date) -> bool:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
         name = q.partition_name(self.table, day)
-        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
+        row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+        if row is not None and row[0] is not None:
             return False
         lo, hi = q.day_bounds(day)
         fmt = {"p": q.ident(name), "t": q.ident(self.table),
@@ -344,8 +345,9 @@ class EventArchive:
     def count(self) -> int:
         """Events in the hot store (PostgreSQL)."""
         with self.connection() as conn:
-            n = conn.execute(q.sql.SQL("SELECT count(*) FROM {t}").format(
-                t=q.ident(self.table))).fetchone()[0]
+            row = conn.execute(q.sql.SQL("SELECT count(*) FROM {t}").format(
+                t=q.ident(self.table))).fetchone()
+            n = row[0] if row is not None else 0
             conn.commit()
         return int(n)
 
@@ -370,44 +372,6 @@ class EventArchive:
         from projections.archive_retention import apply_retention
 
         return apply_retention(self, now, self.hot_days if hot_days is None else hot_days)
-
-
-class ArchiveProjection:
-    """The archive as a worker's projection: :meth:`apply` returns only once stored.
-
-    During a PostgreSQL outage :meth:`apply` stalls, retrying the same batch
-    with exponential back-off, and catches up when the server answers again;
-    the worker commits its offsets after :meth:`apply` returns, so nothing is
-    lost and (thanks to the idempotent write) nothing is stored twice.
-
-    Parameters
-    ----------
-    archive
-        The archive to write to.
-    sleep
-        Called with the back-off delay between attempts (tests inject one).
-    max_delay
-        Longest back-off, seconds.
-    """
-
-    def __init__(self, archive: EventArchive, *, sleep: Callable[[float], None] = time.sleep,
-                 max_delay: float = 5.0) -> None:
-        self.archive = archive
-        self._sleep = sleep
-        self.max_delay = max_delay
-        self.retries = 0
-
-    def apply(self, batch: Sequence[Sourced]) -> int:
-        """Store ``batch``; returns newly stored events (0 for a full redelivery)."""
-        delay = 0.05
-        while True:
-            try:
-                return self.archive.write(batch)
-            except ArchiveUnavailable as exc:
-                self.retries += 1
-                log.warning("archive unavailable (%s); retrying in %.2fs", exc, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, self.max_delay)
 
 
 def utc_day(when: datetime) -> date:

@@ -106,11 +106,11 @@ def apply_retention(archive: EventArchive, now: datetime, hot_days: int) -> Rete
                 with conn.transaction():
                     conn.execute(q.sql.SQL("LOCK TABLE {d} IN EXCLUSIVE MODE").format(
                         d=q.ident(default)))
-                    day = _oldest_day(conn, default, cutoff_ts)
-                    if day is None:
+                    oldest = _oldest_day(conn, default, cutoff_ts)
+                    if oldest is None:
                         break
-                    note(*_export_day(archive, conn, default, day))
-                    lo, hi = q.day_bounds(day)
+                    note(*_export_day(archive, conn, default, oldest))
+                    lo, hi = q.day_bounds(oldest)
                     conn.execute(q.sql.SQL(
                         "DELETE FROM {d} WHERE occurred_at >= %s AND occurred_at < %s"
                     ).format(d=q.ident(default)), (lo, hi))
@@ -118,11 +118,11 @@ def apply_retention(archive: EventArchive, now: datetime, hot_days: int) -> Rete
             # One-day chunks are aligned to UTC midnight: export day by day, then
             # drop whole chunks (a crash in between re-exports nothing twice).
             with conn.transaction():
-                day = _oldest_day(conn, archive.table, cutoff_ts)
-            while day is not None and day < cutoff:
+                chunk = _oldest_day(conn, archive.table, cutoff_ts)
+            while chunk is not None and chunk < cutoff:
                 with conn.transaction():
-                    note(*_export_day(archive, conn, archive.table, day))
-                day += timedelta(days=1)
+                    note(*_export_day(archive, conn, archive.table, chunk))
+                chunk += timedelta(days=1)
             with conn.transaction():
                 dropped = conn.execute("SELECT drop_chunks(%s, older_than => %s)",
                                        (archive.table, cutoff_ts)).fetchall()

@@ -216,11 +216,11 @@ def read_changes(data_dir: str | Path, project: str) -> list[ChangeRow]:
     mapping = _find(directory, f"{project}_mapping")
     if mapping is not None:
         with _open_text(mapping) as handle:
-            for rec in csv.reader(handle, delimiter="\t"):
-                if len(rec) < 2 or rec[0] == "fix":
+            for pair in csv.reader(handle, delimiter="\t"):
+                if len(pair) < 2 or pair[0] == "fix":
                     continue
-                fix_tid = tid_of_commit.get(rec[0].strip())
-                intro_tid = tid_of_commit.get(rec[1].strip())
+                fix_tid = tid_of_commit.get(pair[0].strip())
+                intro_tid = tid_of_commit.get(pair[1].strip())
                 if fix_tid is None or intro_tid is None or fix_tid not in date_of_tid:
                     continue
                 when = date_of_tid[fix_tid]

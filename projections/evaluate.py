@@ -26,18 +26,21 @@ from projections.datasets import (
     read_storypoints,
     storypoint_projects,
 )
-from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner
+from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner, learner_factory
 
 Factories = dict[str, Callable[[], Learner]]
 
 
 def _pick(registry: Factories, names: Iterable[str] | None) -> Factories:
+    """Factories by name; a River spec (``river.…``) is accepted in place of a name."""
     if names is None:
         return dict(registry)
-    unknown = [n for n in names if n not in registry]
+    kind = "task_estimate" if registry is TASK_LEARNERS else "review_risk"
+    unknown = [n for n in names if n not in registry and not n.startswith("river.")]
     if unknown:
-        raise KeyError(f"unknown learners {unknown}; known: {sorted(registry)}")
-    return {n: registry[n] for n in names}
+        raise KeyError(f"unknown learners {unknown}; known: {sorted(registry)} or a River "
+                       f"spec ('river.module.Class|…')")
+    return {n: learner_factory(kind, n) for n in names}
 
 
 def _macro_gain(projects: dict[str, Any], name: str, reference: str) -> float:
@@ -85,7 +88,7 @@ def storypoint_summary(errors: dict[str, dict[str, list[float]]]) -> dict[str, A
     """Per-project and pooled MAE and ``best`` from prequential absolute errors.
 
     ``errors`` is :func:`storypoint_errors`' shape (project -> learner -> errors
-    in replay order); ``ops.pipeline_eval`` feeds it the errors measured
+    in replay order); ``ops.demo.pipeline_eval`` feeds it the errors measured
     through the pipeline, so both paths share this aggregation.
 
     >>> r = storypoint_summary({"p": {"constant": [1.0, 3.0], "m": [0.0, 1.0]}})
@@ -193,7 +196,7 @@ def change_summary(
     """Recall at 20 %, AUC and ``best`` from each project's labels and scores.
 
     ``replayed`` maps a project to :func:`change_scores`' ``(labels, scores)``;
-    ``ops.pipeline_eval`` feeds it the scores measured through the pipeline.
+    ``ops.demo.pipeline_eval`` feeds it the scores measured through the pipeline.
     """
     projects: dict[str, Any] = {}
     for project, (labels, scores) in replayed.items():

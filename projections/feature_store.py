@@ -1,14 +1,20 @@
 """The online feature store in Redis, applied exactly once per event.
 
-The broker cannot do transactions (BROKER.md), so exactly-once *effect* comes
-from the projection itself: each entity's hash holds, next to its counters,
-the last source offset applied per topic partition and the highest event id
-applied per producer, and one Lua script checks and updates all of them
-atomically. A redelivered event (after a crash, a rebalance, or two workers
-briefly owning a partition) finds its offset already applied; an event the
-SDK re-sent after an outage (same id, new offset) finds its id already
-applied — a producer's UUIDv7 ids increase in the order it emits them. Both
-are skipped.
+The broker cannot do transactions (docs/broker.md), so exactly-once *effect*
+comes from the projection itself: each entity's hash holds, next to its
+counters, the highest sequence applied per producer identity
+(``seq:producer_id:epoch:stream``), a set holds the sequences skipped so far
+(holes: lost, or late), and a sorted set the recent ids of unsequenced events
+(other client libraries); one Lua script checks and updates all of them
+atomically with the counters. A redelivered event (after a crash, a
+rebalance, a broker restart, or two workers briefly owning a partition) or
+one the SDK re-sent after an outage is recognised by identity and skipped;
+offsets and clocks are never compared (docs/exactly-once.md). A producer's
+stream can feed several entities (one vision agent, two cameras), so an
+entity sees holes that belong to another: holes are only remembered (the
+newest ``MAX_ENTITY_HOLES``, so a late arrival is still recognised) and never
+counted here. Gaps are counted where a producer's whole stream is seen: the
+learning shard of its partition (``projections.learning``).
 
 Keys carry the entity in a hash tag (``sl:f:{agent:x}``) so one entity's
 hash and its window hashes live in one Redis Cluster slot.
@@ -24,47 +30,70 @@ from typing import Any
 import orjson
 import redis
 
+from projections.base import Sourced
 from projections.features import WINDOW_S, deltas, values, window_start
-from schemas import Envelope
+from projections.watermarks import RECENT_IDS, identity_key
 
+# KEYS: the entity hash, its sequence holes, its recent unsequenced ids (sorted sets
+# in arrival order, trimmed to the newest ARGV[5] / ARGV[4]).
+# ARGV: window key prefix, window TTL, JSON rows, recent ids to keep, holes to keep.
+# A row: [window start, event time µs, deltas, identity ('' if unsequenced), seq or id].
 _APPLY = """
-local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-local evs = cjson.decode(ARGV[4])
-local last, applied, asof = stored, 0, nil
-local base, wins, maxid = {}, {}, {}
+local evs = cjson.decode(ARGV[3])
+local applied, asof, ided, holed = 0, nil, false, false
+local base, wins, last = {}, {}, {}
 for _, e in ipairs(evs) do
-  local idf = 'id:' .. e[5]
-  if maxid[idf] == nil then maxid[idf] = redis.call('HGET', KEYS[1], idf) or '' end
-  if e[1] > last and e[6] > maxid[idf] then
-    last = e[1]
-    maxid[idf] = e[6]
+  local fresh = false
+  if e[4] ~= '' then
+    local f = 'seq:' .. e[4]
+    if last[f] == nil then last[f] = tonumber(redis.call('HGET', KEYS[1], f) or '-1') end
+    local s = e[5]
+    if s > last[f] then
+      fresh = true
+      local first = math.max(last[f] + 1, s - tonumber(ARGV[5]))
+      for m = first, s - 1 do
+        redis.call('ZADD', KEYS[2], redis.call('HINCRBY', KEYS[1], 'holes', 1), e[4] .. '#' .. m)
+        holed = true
+      end
+      last[f] = s
+    elseif redis.call('ZREM', KEYS[2], e[4] .. '#' .. s) == 1 then
+      fresh = true
+    end
+  elseif redis.call('ZSCORE', KEYS[3], e[5]) == false then
+    fresh = true
+    ided = true
+    redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'ids', 1), e[5])
+  end
+  if fresh then
     applied = applied + 1
-    local w = wins[e[2]] or {}
-    for k, v in pairs(e[4]) do
+    local w = wins[e[1]] or {}
+    for k, v in pairs(e[3]) do
       base[k] = (base[k] or 0) + v
       w[k] = (w[k] or 0) + v
     end
-    wins[e[2]] = w
-    if asof == nil or e[3] > asof then asof = e[3] end
+    wins[e[1]] = w
+    if asof == nil or e[2] > asof then asof = e[2] end
   end
 end
+for f, s in pairs(last) do redis.call('HSET', KEYS[1], f, string.format('%d', s)) end
+if holed then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1) end
+if ided then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[4]) - 1) end
 if applied == 0 then return 0 end
 for k, v in pairs(base) do redis.call('HINCRBYFLOAT', KEYS[1], k, v) end
 for ws, w in pairs(wins) do
-  local wk = ARGV[2] .. string.format('%d', ws)
+  local wk = ARGV[1] .. string.format('%d', ws)
   for k, v in pairs(w) do redis.call('HINCRBYFLOAT', wk, k, v) end
-  redis.call('EXPIRE', wk, ARGV[3])
+  redis.call('EXPIRE', wk, ARGV[2])
 end
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', last))
-for idf, id in pairs(maxid) do if id ~= '' then redis.call('HSET', KEYS[1], idf, id) end end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'as_of_us') or '0')
 if asof > cur then redis.call('HSET', KEYS[1], 'as_of_us', string.format('%d', asof)) end
 redis.call('HINCRBY', KEYS[1], 'version', applied)
 return applied
 """
 
-Sourced = tuple[str, int, int, Envelope]  # (topic, partition, offset, event)
-_META = ("version", "as_of_us")
+MAX_ENTITY_HOLES = 10_000  # per entity: holes remembered for late arrivals
+_META = ("version", "as_of_us", "holes", "ids")
+__all__ = ["FeatureRow", "OnlineFeatureStore", "Sourced", "feature_key", "parse_counters"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +117,7 @@ def parse_counters(raw: dict[Any, Any]) -> dict[str, float]:
     out = {}
     for k, v in raw.items():
         name = k.decode() if isinstance(k, bytes) else k
-        if name.startswith(("off:", "id:")) or name in _META:
+        if name.startswith(("seq:", "off:", "id:")) or name in _META:
             continue
         out[name] = float(v)
     return out
@@ -112,26 +141,27 @@ class OnlineFeatureStore:
 
     def apply(self, batch: Iterable[Sourced]) -> int:
         """Apply a batch of sourced events; returns how many were new (not replays)."""
-        groups: dict[tuple[str, str, int], list[list[Any]]] = defaultdict(list)
-        for topic, partition, offset, event in batch:
+        groups: dict[str, list[list[Any]]] = defaultdict(list)
+        for _topic, _partition, _offset, event in batch:
             hit = deltas(event)
             if hit is None:
                 continue
             entity, d = hit
             ts_us = int(event.occurred_at.timestamp() * 1_000_000)
-            groups[(entity, topic, partition)].append(
-                [offset, window_start(event, self.window_s), ts_us, d, event.producer,
-                 str(event.event_id)]
+            ident = identity_key(event)
+            groups[entity].append(
+                [window_start(event, self.window_s), ts_us, d, ident or "",
+                 event.sequence if ident is not None else event.event_id.hex]
             )
         if not groups:
             return 0
         pipe = self.r.pipeline(transaction=False)
-        for (entity, topic, partition), rows in groups.items():
+        for entity, rows in groups.items():
             key = self.key(entity)
             self._script(
-                keys=[key],
-                args=[f"off:{topic}:{partition}", f"{key}:w:", self.window_ttl_s,
-                      orjson.dumps(rows)],
+                keys=[key, f"{key}:holes", f"{key}:ids"],
+                args=[f"{key}:w:", self.window_ttl_s, orjson.dumps(rows), RECENT_IDS,
+                      MAX_ENTITY_HOLES],
                 client=pipe,
             )
         return int(sum(pipe.execute()))

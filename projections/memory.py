@@ -7,29 +7,41 @@ entries first. Per-agent indexes answer "what happened lately for this agent".
 Keys use hash tags per agent (``sl:m:{agent}:…``) so the layout runs on Redis
 Cluster; the global index is a single key, and eviction deletes entries one
 key at a time (no cross-slot commands).
+
+Storing an entry is idempotent: an entry id already stored is left as it is
+(value, TTL, rank), so a redelivered event changes nothing. Entries of events
+that name a data subject are also indexed per subject (``sl:m:s:{subject}``,
+members younger than the TTL), so :meth:`ShortTermMemory.forget` can delete
+them when the subject is erased.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import orjson
 import redis
 
 _PUT = """
-local n = tonumber(redis.call('INCRBY', KEYS[2], (#ARGV - 2) / 2)) - (#ARGV - 2) / 2
+local new = {}
 for i = 3, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then new[#new + 1] = i end
+end
+if #new == 0 then return 0 end
+local n = tonumber(redis.call('INCRBY', KEYS[2], #new)) - #new
+for _, i in ipairs(new) do
   n = n + 1
   local key = ARGV[2] .. ARGV[i]
   redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
   redis.call('ZADD', KEYS[1], n, key)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return n
+return #new
 """
+
 
 class ShortTermMemory:
     """Bounded, expiring recent context per agent.
@@ -57,10 +69,21 @@ class ShortTermMemory:
     def _agent_index(self, agent_id: str) -> str:
         return f"{self.prefix}:m:{{{agent_id}}}:idx"
 
-    def remember_many(self, entries: list[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """Store ``(agent_id, entry_id, entry)`` triples, then enforce the bound."""
+    def _subject_index(self, subject_id: str) -> str:
+        return f"{self.prefix}:m:s:{{{subject_id}}}"
+
+    def remember_many(self, entries: Sequence[tuple[str, str, Mapping[str, Any]]],
+                      subjects: Mapping[str, str] | None = None) -> int:
+        """Store ``(agent_id, entry_id, entry)`` triples, then enforce the bound.
+
+        ``subjects`` maps an entry id to the data subject its event names (for
+        :meth:`forget`). Returns how many entries were new (ids already stored
+        are left untouched).
+        """
+        unique = {(agent, entry_id): entry for agent, entry_id, entry in entries}
+        entries = [(agent, entry_id, entry) for (agent, entry_id), entry in unique.items()]
         if not entries:
-            return
+            return 0
         by_agent: dict[str, list[bytes | str]] = defaultdict(list)
         ranked: dict[str, int] = {}
         # Global order: insertion time in µs (exact in a double), strictly increasing
@@ -77,8 +100,19 @@ class ShortTermMemory:
                 args=[self.ttl_s, self._entry_prefix(agent_id), *args], client=pipe,
             )
         pipe.zadd(self._index, ranked, nx=True)  # type: ignore[arg-type]
-        pipe.execute()
+        horizon = str(base - self.ttl_s * 1_000_000)
+        for agent_id, entry_id, _ in entries:
+            subject = subjects.get(entry_id) if subjects else None
+            if subject is None:
+                continue
+            key = f"{self._entry_prefix(agent_id)}{entry_id}"
+            index = self._subject_index(subject)
+            pipe.zadd(index, {key: ranked[key]}, nx=True)
+            pipe.zremrangebyscore(index, "-inf", horizon)  # members past the TTL are gone
+            pipe.expire(index, self.ttl_s)
+        new = sum(int(n) for n in pipe.execute()[: len(by_agent)])
         self.evict()
+        return new
 
     def _entry_prefix(self, agent_id: str) -> str:
         return f"{self.prefix}:m:{{{agent_id}}}:e:"
@@ -87,6 +121,19 @@ class ShortTermMemory:
         """Store one entry of an agent's recent context."""
         self.remember_many([(agent_id, entry_id, entry)])
 
+    def forget(self, subject_id: str) -> int:
+        """Delete every entry of events naming ``subject_id``; returns how many existed."""
+        index = self._subject_index(subject_id)
+        members = cast(list[bytes | str], self.r.zrange(index, 0, -1))
+        keys = [k.decode() if isinstance(k, bytes) else k for k in members]
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:  # one key at a time: entries live in their agents' slots
+            pipe.delete(key)
+            pipe.zrem(self._agent_index(key[key.index("{") + 1 : key.index("}")]), key)
+            pipe.zrem(self._index, key)
+        pipe.delete(index)
+        return sum(int(n) for n in pipe.execute()[0:3 * len(keys):3])
+
     def evict(self) -> int:
         """Drop the oldest entries beyond ``max_entries`` and index rows of expired ones."""
         horizon_us = time.time_ns() // 1000 - self.ttl_s * 1_000_000
@@ -94,7 +141,7 @@ class ShortTermMemory:
         over = int(self.r.zcard(self._index)) - self.max_entries
         if over <= 0:
             return 0
-        victims = self.r.zpopmin(self._index, over)
+        victims = cast(list[tuple[bytes | str, float]], self.r.zpopmin(self._index, over))
         pipe = self.r.pipeline(transaction=False)
         for member, _ in victims:
             key = member.decode() if isinstance(member, bytes) else member
@@ -106,7 +153,7 @@ class ShortTermMemory:
 
     def recall(self, agent_id: str, n: int = 20) -> list[dict[str, Any]]:
         """The agent's ``n`` most recent entries still alive, newest first."""
-        keys = self.r.zrevrange(self._agent_index(agent_id), 0, n - 1)
+        keys = cast(list[bytes], self.r.zrevrange(self._agent_index(agent_id), 0, n - 1))
         if not keys:
             return []
         raw = self.r.mget(keys)

@@ -29,6 +29,11 @@ return 1
 """
 
 
+def _as_bytes(raw: bytes | str) -> bytes:
+    """A Redis reply as bytes (clients made with ``decode_responses`` answer str)."""
+    return raw.encode() if isinstance(raw, str) else bytes(raw)
+
+
 class PolicyStore:
     """Live policies and model snapshots of every agent under one key prefix.
 
@@ -54,15 +59,23 @@ class PolicyStore:
             args.append(data)
         return bool(self._publish(keys=keys, args=args))
 
+    def record_gaps(self, gaps: Mapping[int, int]) -> None:
+        """Missing sequence numbers per partition, for ``selflearn status`` (lost events)."""
+        self.r.hset(f"{self.prefix}:gaps", mapping={str(p): n for p, n in gaps.items()})
+
+    def gaps(self) -> dict[int, int]:
+        """What :meth:`record_gaps` last stored, per partition."""
+        return {int(p): int(n) for p, n in self.r.hgetall(f"{self.prefix}:gaps").items()}
+
     def get(self, agent_id: str) -> LivePolicy | None:
         """The stored policy of ``agent_id`` or ``None``."""
         raw = self.r.get(policy_key(self.prefix, agent_id))
-        return LivePolicy.from_bytes(raw) if raw else None
+        return LivePolicy.from_bytes(_as_bytes(raw)) if raw else None
 
     def load_model(self, agent_id: str, ref: ModelRef) -> bytes | None:
         """Snapshot bytes of one model version, or ``None`` (serve a fresh learner)."""
         raw = self.r.get(model_key(self.prefix, agent_id, ref))
-        return bytes(raw) if raw is not None else None
+        return _as_bytes(raw) if raw is not None else None
 
     def all_policies(self) -> dict[str, LivePolicy]:
         """Every stored policy by agent id (SCAN; for read-model start-up and status)."""
@@ -70,6 +83,6 @@ class PolicyStore:
         for key in self.r.scan_iter(match=f"{self.prefix}:policy:*", count=1000):
             raw = self.r.get(key)
             if raw:
-                pol = LivePolicy.from_bytes(raw)
+                pol = LivePolicy.from_bytes(_as_bytes(raw))
                 out[pol.agent_id] = pol
         return dict(sorted(out.items()))

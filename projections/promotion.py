@@ -38,6 +38,10 @@ Rolling back restores the last champion (canary 0 %) in one transition, so it
 happens within one evaluation window of the degradation. Log-only agents
 never leave step 0 (neither automatically nor by hand).
 
+The rules are pure functions (:mod:`projections.promotion_rules`); this
+projection applies them. It is a :class:`projections.base.SnapshotProjection`:
+its state machines and watermarks persist as :meth:`PromotionProjection.snapshot` bytes.
+
 >>> pp = PromotionProjection({"a": AgentSpec("a", "task_estimate", "live", "m0", ("m1",))})
 >>> pp.policy("a").champion, pp.policy("a").canary_percent
 (ModelRef(name='m0', version=1, snapshot_key='selflearn:model:{a}:m0:1'), 0)
@@ -46,40 +50,22 @@ never leave step 0 (neither automatically nor by hand).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from scipy.stats import wilcoxon
 
 from projections.agent_specs import DEFAULT_AGENTS, AgentSpec, default_spec
-from projections.shadow import Scored
+from projections.base import Sourced
+from projections.prequential import Scored
+from projections.promotion_rules import AgentState, PromotionPolicy, degraded, mean, winner
 from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
 from schemas.policy import STEPS, LivePolicy, ModelRef, bucket, model_key
 
 SnapshotOf = Callable[[str, str], bytes]  # (agent_id, model name) -> learner bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionPolicy:
-    """Pure configuration of the gate and of automatic rollback (see module docstring)."""
-
-    alpha: float = 0.01
-    min_samples: int = 200
-    window: int = 1000
-    test_every: int = 25
-    min_gain: float = 0.01
-    degrade_window: int = 200
-    degrade_min_samples: int = 50
-    degrade_tolerance: float = 0.10
-    latency_min_samples: int = 50
-    latency_tolerance: float = 0.5
-    latency_slack_us: float = 1000.0
-    fallback_min_samples: int = 50
-    fallback_tolerance: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,37 +84,6 @@ class PromotionRefused(ValueError):
 def label(ref: ModelRef | None) -> str:
     """``"name:vN"`` of a model reference (``""`` for none)."""
     return f"{ref.name}:v{ref.version}" if ref else ""
-
-
-@dataclass
-class AgentState:
-    """The state machine of one agent (plain data, serialised by orjson)."""
-
-    step: int = 0
-    champion: list[Any] = field(default_factory=list)  # [name, version]
-    challenger: list[Any] | None = None
-    previous: list[Any] | None = None  # champion before the last 100 % promotion
-    revision: int = 0
-    next_version: int = 2
-    last_seq: int = 0
-    since_test: int = 0
-    pairs: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
-    gens: dict[str, int] = field(default_factory=dict)
-    latency: dict[str, list[float]] = field(default_factory=dict)  # policy -> latencies
-    fallbacks: dict[str, list[int]] = field(default_factory=dict)  # route -> [fallbacks, n]
-
-    def new_step(self) -> None:
-        self.pairs, self.latency, self.fallbacks, self.since_test = {}, {}, {}, 0
-
-
-def _mean(xs: Any) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else 0.0
-
-
-def _p99(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(0.99 * len(s)))]
 
 
 class PromotionProjection:
@@ -150,7 +105,8 @@ class PromotionProjection:
     def __init__(self, agents: Mapping[str, AgentSpec] | None = None,
                  policy: PromotionPolicy | None = None, *, snapshot_of: SnapshotOf | None = None,
                  key_prefix: str = "selflearn") -> None:
-        self.specs = dict(DEFAULT_AGENTS if agents is None else agents)
+        self.agents = dict(DEFAULT_AGENTS if agents is None else agents)
+        self.specs = dict(self.agents)
         self.cfg = policy or PromotionPolicy()
         self.snapshot_of = snapshot_of
         self.prefix = key_prefix
@@ -205,7 +161,11 @@ class PromotionProjection:
         champ = st.champion[0]
         if champ not in scored.errors:
             return []
-        names = [n for n in scored.errors if n != champ] if st.step == 0 else [st.challenger[0]]
+        if st.step == 0:
+            names = [n for n in scored.errors if n != champ]
+        else:  # in canary: only the challenger's pairs count
+            assert st.challenger is not None
+            names = [st.challenger[0]]
         for name in names:
             gen = scored.generations.get(name, 1)
             if st.gens.get(name, gen) != gen:  # reset on drift: its history is gone
@@ -215,25 +175,34 @@ class PromotionProjection:
             q.append((scored.errors[champ], scored.errors[name]))
         when = scored.occurred_at
         if st.step > 0:
-            why = self._degraded(st)
+            why = degraded(st, self.cfg)
             if why:
                 return [self._rollback(scored.agent_id, why, when)]
         st.since_test += 1
         if st.since_test < self.cfg.test_every or self.specs[scored.agent_id].mode != "live":
             return []
         st.since_test = 0
-        best = self._winner(st)
+        best = winner(st, self.cfg)
         if best is None:
             return []
         name, p, gain = best
         reason = f"wilcoxon p={p:.2e} gain={gain:.1%} n={len(st.pairs[name])}"
         return [self._step_up(scored.agent_id, name, reason, when)]
 
-    def apply(self, event: Envelope, *, topic: str = "", partition: int = 0,
-              offset: int = -1) -> list[Transition]:
-        """Apply a ``decision.made`` once: canary latency and fallbacks; may roll back."""
-        if event.type != "decision.made" or not self.marks.fresh(event, topic, partition, offset):
-            return []
+    def apply(self, batch: Sequence[Sourced]) -> list[Transition]:
+        """Apply each ``decision.made`` once (canary latency and fallbacks); may roll back."""
+        out: list[Transition] = []
+        for topic, partition, offset, event in batch:
+            if event.type == "decision.made" and self.marks.fresh(event, topic, partition,
+                                                                  offset):
+                out.extend(self._decision(event))
+        return out
+
+    def forget(self, subject_id: str) -> int:
+        """Errors, latencies and fallback counts hold nothing of a data subject: returns 0."""
+        return 0
+
+    def _decision(self, event: Envelope) -> list[Transition]:
         st = self.states.get(event.producer)
         if st is None or st.step == 0 or st.challenger is None:
             return []
@@ -247,48 +216,8 @@ class PromotionProjection:
             fb = st.fallbacks.setdefault(route, [0, 0])
             fb[0] += p["policy"] == "fallback"
             fb[1] += 1
-        why = self._degraded(st)
+        why = degraded(st, self.cfg)
         return [self._rollback(event.producer, why, event.occurred_at)] if why else []
-
-    # ----------------------------------------------------------- the rules
-
-    def _winner(self, st: AgentState) -> tuple[str, float, float] | None:
-        """Best challenger passing the gate: (name, p-value, relative gain)."""
-        cfg = self.cfg
-        k = max(len(st.pairs), 1) if st.step == 0 else 1
-        best: tuple[str, float, float] | None = None
-        for name, q in st.pairs.items():
-            if len(q) < cfg.min_samples:
-                continue
-            d = [c - h for c, h in q]
-            base = _mean(c for c, _ in q)
-            gain = _mean(d) / base if base > 0 else 0.0
-            if gain < cfg.min_gain or sum(1 for v in d if v != 0.0) < 10:
-                continue
-            p = float(wilcoxon(d, alternative="greater", zero_method="wilcox").pvalue)
-            if p < cfg.alpha / k and (best is None or gain > best[2]):
-                best = (name, p, gain)
-        return best
-
-    def _degraded(self, st: AgentState) -> str:
-        """Why the canary must be rolled back ("" when it is fine)."""
-        cfg = self.cfg
-        q = list(st.pairs.get(st.challenger[0], ()))[-cfg.degrade_window:] if st.challenger else []
-        if len(q) >= cfg.degrade_min_samples:
-            champ, chal = _mean(c for c, _ in q), _mean(h for _, h in q)
-            if chal > champ * (1.0 + cfg.degrade_tolerance):
-                return f"error {chal:.4g} vs champion {champ:.4g} over {len(q)} requests"
-        can, cha = st.latency.get("canary", []), st.latency.get("champion", [])
-        if len(can) >= cfg.latency_min_samples and len(cha) >= cfg.latency_min_samples:
-            pc, ph = _p99(can), _p99(cha)
-            if pc > ph * (1.0 + cfg.latency_tolerance) + cfg.latency_slack_us:
-                return f"latency p99 {pc:.0f}us vs champion {ph:.0f}us"
-        fc, fh = st.fallbacks.get("canary", [0, 0]), st.fallbacks.get("champion", [0, 0])
-        if fc[1] >= cfg.fallback_min_samples:
-            rc, rh = fc[0] / fc[1], fh[0] / max(fh[1], 1)
-            if rc > rh + cfg.fallback_tolerance:
-                return f"fallback rate {rc:.1%} vs champion {rh:.1%}"
-        return ""
 
     # ------------------------------------------------------------ transitions
 
@@ -306,19 +235,21 @@ class PromotionProjection:
         to_step = STEPS[STEPS.index(st.step) + 1]
         assert st.challenger is not None
         chal_label, champ_label = label(ModelRef(*st.challenger)), label(ModelRef(*st.champion))
+        promoted: dict[str, str] = {}
         if to_step == 100:  # the challenger becomes the champion, as a new version
             st.previous = st.champion
             st.champion = [st.challenger[0], st.next_version]
             st.next_version += 1
             st.challenger, st.step = None, 0
             new = [self._ref(agent_id, st.champion)]  # type: ignore[list-item]
+            promoted["promoted"] = label(ModelRef(*st.champion))
         else:
             st.step = to_step
         st.revision += 1
         st.new_step()
         payload: dict[str, Any] = {
             "agent_id": agent_id, "kind": spec.kind, "from_step": from_step, "to_step": to_step,
-            "champion": champ_label, "challenger": chal_label, "reason": reason}
+            "champion": champ_label, "challenger": chal_label, "reason": reason, **promoted}
         if operator is not None:
             payload.update(manual=True, operator=operator)
         ev = new_event("promotion.step_changed", payload, producer=agent_id, occurred_at=when)
@@ -357,7 +288,7 @@ class PromotionProjection:
         if st.step == 0:
             names = [n for n in (*spec.challengers, spec.champion) if n != st.champion[0]]
             if challenger is None:
-                scored = [(-_mean(c - h for c, h in st.pairs[n]), n) for n in names
+                scored = [(-mean(c - h for c, h in st.pairs[n]), n) for n in names
                           if st.pairs.get(n)]
                 challenger = min(scored)[1] if scored else names[0]
             if challenger not in names:
@@ -386,19 +317,15 @@ class PromotionProjection:
                              "specs": {a: [s.kind, s.mode, s.champion, list(s.challengers)]
                                        for a, s in self.specs.items()}})
 
-    @classmethod
-    def restore(cls, data: bytes, agents: Mapping[str, AgentSpec] | None = None,
-                policy: PromotionPolicy | None = None, *, snapshot_of: SnapshotOf | None = None,
-                key_prefix: str = "selflearn") -> PromotionProjection:
-        """Rebuild from :meth:`snapshot` bytes (configuration is passed again)."""
+    def restore(self, data: bytes) -> None:
+        """Replace every agent's state machine by :meth:`snapshot` bytes (configuration stays)."""
         raw = orjson.loads(data)
-        pp = cls(agents, policy, snapshot_of=snapshot_of, key_prefix=key_prefix)
+        self.specs, self.states = dict(self.agents), {}
         for a, st in raw["states"].items():
-            if a not in pp.specs:
+            if a not in self.specs:
                 kind, mode, champ, chals = raw["specs"][a]
-                pp.specs[a] = AgentSpec(a, kind, mode, champ, tuple(chals))
-            st["pairs"] = {n: deque(map(tuple, q), maxlen=pp.cfg.window)
+                self.specs[a] = AgentSpec(a, kind, mode, champ, tuple(chals))
+            st["pairs"] = {n: deque(map(tuple, q), maxlen=self.cfg.window)
                            for n, q in st["pairs"].items()}
-            pp.states[a] = AgentState(**st)
-        pp.marks = Watermarks.from_state(raw["marks"])
-        return pp
+            self.states[a] = AgentState(**st)
+        self.marks = Watermarks.from_state(raw["marks"])

@@ -32,7 +32,8 @@ from typing import Any
 
 from projections import archive_sql as q
 from projections.archive import EventArchive
-from projections.feature_store import OnlineFeatureStore, Sourced
+from projections.base import Sourced
+from projections.feature_store import OnlineFeatureStore
 from projections.features import deltas, reference, values
 from schemas import CATALOG, Envelope, EventValidationError, decode, from_dict
 
@@ -277,6 +278,7 @@ def point_in_time_features(archive: EventArchive, entity: str, at: datetime) -> 
     can be joined to the features a decision really saw.
     """
     kind, _, key = entity.partition(":")
+    types: tuple[str, ...]
     if kind == "agent":
         producer, types = key, AGENT_FEATURE_TYPES
     elif kind == "camera":

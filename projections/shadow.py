@@ -7,10 +7,7 @@ per outcome key (``task_id`` / ``change_id``) and returned as
 arrives (``task.completed`` / ``review.completed``, possibly months later) each
 stored prediction is scored first, then every model learns (test-then-train).
 
-Errors: ``task_estimate`` absolute error in story points; ``review_risk`` log
-loss of the risk of needing another round (predictions clipped to
-``[1e-6, 1 - 1e-6]``; scores outside ``[0, 1]``, like ``size_heuristic``'s,
-are treated as certain), Brier score as a second metric.
+Errors and metrics per model: :mod:`projections.prequential`.
 
 Drift: an ADWIN detector (``river.drift.ADWIN``) watches each model's error.
 A drifting *challenger* is **reset** to a fresh learner (its generation
@@ -22,51 +19,48 @@ promotion projection's business (its challengers will beat it).
 Evaluation agents: an agent whose id comes from :func:`eval_agent_id`
 (``eval-<kind>-<name>``) runs every registered learner of its kind, in
 registry order, log-only, and is never drift-reset — so replaying a data set
-through the pipeline (``ops.pipeline_eval``) gives exactly the offline
+through the pipeline (``ops.demo.pipeline_eval``) gives exactly the offline
 prequential numbers of ``projections.evaluate``.
 
-Exactly once: the state holds the last applied offset per ``topic:partition``
-and the highest event id per ``producer|stream`` (UUIDv7 ids of one producer
-increase within one stream's partition); anything at or below is skipped.
+Exactly once: the state holds the projection's watermarks
+(:class:`projections.watermarks.Watermarks`); an event already applied is
+skipped. It is a :class:`projections.base.SnapshotProjection`: the state
+persists as :meth:`ShadowProjection.snapshot` bytes.
 
 >>> sp = ShadowProjection()
 >>> req = new_event("decision.requested", {"request_id": "r1", "kind": "task_estimate",
 ...     "context": {"task_id": "t1", "project": "p", "title": "Fix login"}},
 ...     producer="task-estimator")
->>> [e.payload["model"] for e in sp.apply(req, topic="d", partition=0, offset=0)]
-['running_median', 'recency_median', 'knn_median', 'token_quantile']
->>> sp.apply(req, topic="d", partition=0, offset=0)  # already applied
+>>> [e.payload["model"] for e in sp.apply([("d", 0, 0, req)])]
+['running_median', 'recency_median', 'knn_median', 'river_title_linear']
+>>> sp.apply([("d", 0, 0, req)])  # already applied
 []
 >>> done = new_event("task.completed", {"task_id": "t1", "project": "p",
 ...     "actual_points": 8.0}, producer="tracker")
->>> _ = sp.apply(done, topic="a", partition=0, offset=0)
+>>> _ = sp.apply([("a", 0, 0, done)])
 >>> sp.metrics("task-estimator")["running_median"]["mae"]
 4.0
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from river.drift import ADWIN
 
 from projections.agent_specs import DEFAULT_AGENTS, AgentSpec, default_spec, eval_spec
+from projections.base import Sourced
 from projections.learners import Learner
+from projections.prequential import ModelState, Scored, error_of, finite
 from projections.watermarks import Watermarks
 from schemas import Envelope, new_event
+from schemas.cipher import FieldCipher
 from schemas.envelope import thaw
+from schemas.protect import reveal_context
 
 Factories = Mapping[str, Callable[[], Learner]]
-EPS = 1e-6
-DRIFT_DELTA = 0.001  # ADWIN confidence; smaller is more conservative
 MIN_SCORED_BEFORE_RESET = 500  # a challenger is reset only after this many scores
 #: outcome event type -> (agent kind, outcome key field in the request context)
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -74,101 +68,6 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "review.completed": ("review_risk", "change_id"),
 }
 OUTCOME_KEY = {kind: key for kind, key in OUTCOMES.values()}
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """Errors of every model of one agent on the same request (for paired tests)."""
-
-    agent_id: str
-    kind: str
-    request_id: str
-    seq: int  # per-agent count of scored outcomes, 1-based; increases by one
-    errors: Mapping[str, float]
-    generations: Mapping[str, int]
-    occurred_at: datetime
-
-
-def error_of(kind: str, prediction: float, y: float) -> tuple[float, float]:
-    """(error, secondary metric): absolute error, or (log loss, Brier score).
-
-    >>> error_of("task_estimate", 3.0, 5.0)
-    (2.0, 0.0)
-    >>> [round(v, 4) for v in error_of("review_risk", 0.8, 1.0)]
-    [0.2231, 0.04]
-    """
-    if kind == "task_estimate":
-        return abs(prediction - y), 0.0
-    p = min(max(prediction, EPS), 1.0 - EPS) if math.isfinite(prediction) else 0.5
-    loss = -math.log(p) if y >= 0.5 else -math.log(1.0 - p)
-    return loss, (p - y) ** 2
-
-
-def _finite(prediction: float, kind: str) -> float:
-    """A prediction as a finite float (NaN/inf: the kind's neutral answer, 0 or 0.5)."""
-    p = float(prediction)
-    return p if math.isfinite(p) else (0.0 if kind == "task_estimate" else 0.5)
-
-
-@dataclass
-class ModelState:
-    """One model of one agent: the learner, its drift detector and prequential metrics."""
-
-    learner: Learner
-    window: int
-    generation: int = 1
-    n: int = 0
-    total: float = 0.0
-    total2: float = 0.0
-    recent: deque[tuple[float, float]] = field(default_factory=deque)
-    rsum: float = 0.0
-    rsum2: float = 0.0
-    drifts: int = 0
-    detector: ADWIN = field(default_factory=lambda: ADWIN(delta=DRIFT_DELTA))
-
-    def score(self, err: float, aux: float) -> bool:
-        """Add one error; True when the detector signals drift."""
-        self.n += 1
-        self.total += err
-        self.total2 += aux
-        self.recent.append((err, aux))
-        self.rsum += err
-        self.rsum2 += aux
-        if len(self.recent) > self.window:
-            old, old2 = self.recent.popleft()
-            self.rsum -= old
-            self.rsum2 -= old2
-        self.detector.update(err)
-        return bool(self.detector.drift_detected)
-
-    def summary(self, kind: str) -> dict[str, float]:
-        main = "mae" if kind == "task_estimate" else "log_loss"
-        m, r = max(self.n, 1), max(len(self.recent), 1)
-        out = {"n": float(self.n), main: self.total / m, f"rolling_{main}": self.rsum / r,
-               "drifts": float(self.drifts), "generation": float(self.generation)}
-        if kind == "review_risk":
-            out["brier"], out["rolling_brier"] = self.total2 / m, self.rsum2 / r
-        return out
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "learner": self.learner.snapshot().decode(), "generation": self.generation,
-            "n": self.n, "total": self.total, "total2": self.total2,
-            "recent": list(self.recent), "rsum": self.rsum, "rsum2": self.rsum2,
-            "drifts": self.drifts,
-            "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
-        }
-
-    @classmethod
-    def from_state(cls, raw: Mapping[str, Any], factory: Callable[[], Learner],
-                   window: int) -> ModelState:
-        restore = getattr(factory, "restore", None) or type(factory()).restore
-        return cls(
-            learner=restore(raw["learner"].encode()), window=window,
-            generation=raw["generation"], n=raw["n"], total=raw["total"], total2=raw["total2"],
-            recent=deque(tuple(p) for p in raw["recent"]), rsum=raw["rsum"], rsum2=raw["rsum2"],
-            drifts=raw["drifts"], detector=pickle.loads(base64.b64decode(raw["detector"])),
-        )
 
 
 class ShadowProjection:
@@ -193,45 +92,69 @@ class ShadowProjection:
         self, agents: Mapping[str, AgentSpec] | None = None, *, max_pending: int = 100_000,
         window: int = 500, evaluate_every: int = 100,
         on_scored: Callable[[Scored], Any] | None = None,
+        cipher: FieldCipher | None = None,
     ) -> None:
-        self.specs: dict[str, AgentSpec] = dict(DEFAULT_AGENTS if agents is None else agents)
-        self.max_pending, self.window, self.evaluate_every = max_pending, window, evaluate_every
+        self.agents = dict(DEFAULT_AGENTS if agents is None else agents)
+        self.cipher = cipher
         self.on_scored = on_scored
+        self.duplicates = 0  # redeliveries skipped (not in the snapshot: not part of the state)
+        self._start(self.agents, max_pending, window, evaluate_every)
+
+    def _start(self, specs: Mapping[str, AgentSpec], max_pending: int, window: int,
+               evaluate_every: int) -> None:
+        self.specs: dict[str, AgentSpec] = dict(specs)
+        self.max_pending, self.window, self.evaluate_every = max_pending, window, evaluate_every
         self.models: dict[str, dict[str, ModelState]] = {}
         self.seq: dict[str, int] = {}
         self.protected: dict[str, list[str]] = {}  # agent -> [champion, canary or ""]
-        self.pending: dict[str, list[Any]] = {}  # "agent|key" -> [request_id, x, preds]
+        # "agent|key" -> [request_id, sealed context, preds, subject, request event id]:
+        # the context stays sealed here (and in the checkpoint); it is opened when used.
+        self.pending: dict[str, list[Any]] = {}
         self.marks = Watermarks()
         self.counters = {"dropped": 0, "unmatched": 0, "invalid": 0, "resets": 0}
-        self.duplicates = 0  # redeliveries skipped (not in the snapshot: not part of the state)
 
     # ------------------------------------------------------------------ input
 
-    def apply(self, event: Envelope, *, topic: str = "", partition: int = 0,
-              offset: int = -1) -> list[Envelope]:
-        """Apply any event once (by offset and id); return the events it produces."""
-        if event.type not in (*OUTCOMES, "decision.requested", "promotion.step_changed",
-                              "promotion.rolled_back"):
-            return []
-        if not self.marks.fresh(event, topic, partition, offset):
-            self.duplicates += 1
-            return []
-        if event.type == "decision.requested":
-            return self._request(event)
-        if event.type in OUTCOMES:
-            return self._outcome(event)
-        self._control(event)
-        return []
+    def apply(self, batch: Sequence[Sourced]) -> list[Envelope]:
+        """Apply each event once; return the events they produce, in order.
 
-    def on_request(self, event: Envelope, *, topic: str = "", partition: int = 0,
-                   offset: int = -1) -> list[Envelope]:
-        """Every model predicts; returns ``shadow.predicted`` events."""
-        return self.apply(event, topic=topic, partition=partition, offset=offset)
+        ``decision.requested``: every model predicts (``shadow.predicted``);
+        outcomes: score then learn (``model.evaluated``, periodically);
+        promotion events: which models are protected from drift resets.
+        """
+        out: list[Envelope] = []
+        for topic, partition, offset, event in batch:
+            if event.type not in (*OUTCOMES, "decision.requested", "promotion.step_changed",
+                                  "promotion.rolled_back"):
+                continue
+            if not self.marks.fresh(event, topic, partition, offset):
+                self.duplicates += 1
+            elif event.type == "decision.requested":
+                out.extend(self._request(event))
+            elif event.type in OUTCOMES:
+                out.extend(self._outcome(event))
+            else:
+                self._control(event)
+        return out
 
-    def on_outcome(self, event: Envelope, *, topic: str = "", partition: int = 0,
-                   offset: int = -1) -> list[Envelope]:
-        """Score then learn; returns ``model.evaluated`` events (periodically)."""
-        return self.apply(event, topic=topic, partition=partition, offset=offset)
+    def forget(self, subject_id: str) -> int:
+        """Drop the subject's pending predictions and the examples learners keep of them.
+
+        Pending predictions hold the request context (sealed); a learner that
+        stores examples (``knn_median``) drops the subject's tokens. Learners
+        that only keep aggregates (medians, token weights) keep nothing per
+        subject (docs/privacy.md, "Learners"). Returns how many items went.
+        """
+        gone = [k for k, v in self.pending.items() if len(v) > 3 and v[3] == subject_id]
+        for k in gone:
+            del self.pending[k]
+        dropped = len(gone)
+        for models in self.models.values():
+            for m in models.values():
+                forget = getattr(m.learner, "forget", None)
+                if forget is not None:
+                    dropped += int(forget(subject_id))
+        return dropped
 
     # --------------------------------------------------------------- queries
 
@@ -268,17 +191,19 @@ class ShadowProjection:
         spec = self.specs.get(agent_id)
         if spec is None:
             spec = self.specs[agent_id] = default_spec(agent_id, kind)
-        context = thaw(event.payload["context"])
-        key = context.pop(OUTCOME_KEY.get(kind, ""), None)
+        sealed = thaw(event.payload["context"])
+        key = sealed.pop(OUTCOME_KEY.get(kind, ""), None)
         if spec.kind != kind or key is None:
             self.counters["invalid"] += 1
             return []
         request_id = event.payload["request_id"]
-        preds = {n: _finite(m.learner.predict_one(context), kind)
+        context = reveal_context(sealed, str(event.event_id), self.cipher)
+        preds = {n: finite(m.learner.predict_one(context), kind)
                  for n, m in self.agent_models(agent_id).items()}
         slot = f"{agent_id}|{key}"
         self.pending.pop(slot, None)  # a newer request for the same outcome replaces it
-        self.pending[slot] = [request_id, context, preds]
+        self.pending[slot] = [request_id, sealed, preds, event.subject_id or "",
+                              str(event.event_id)]
         while len(self.pending) > self.max_pending:
             del self.pending[next(iter(self.pending))]
             self.counters["dropped"] += 1
@@ -310,7 +235,11 @@ class ShadowProjection:
 
     def _score(self, agent_id: str, kind: str, entry: list[Any], y: float,
                event: Envelope) -> list[Envelope]:
-        request_id, x, preds = entry
+        request_id, sealed, preds = entry[:3]
+        subject, request_event = (entry[3], entry[4]) if len(entry) > 3 else ("", "")
+        x = reveal_context(sealed, request_event, self.cipher)
+        if subject:
+            x["subject_id"] = subject  # example-keeping learners key their examples by it
         models = self.agent_models(agent_id)
         spec = self.specs[agent_id]
         errors: dict[str, float] = {}
@@ -370,25 +299,25 @@ class ShadowProjection:
             "config": [self.max_pending, self.window, self.evaluate_every],
         })
 
-    @classmethod
-    def restore(cls, data: bytes, agents: Mapping[str, AgentSpec] | None = None,
-                on_scored: Callable[[Scored], Any] | None = None) -> ShadowProjection:
-        """Rebuild from :meth:`snapshot` bytes; ``agents`` supplies custom factories."""
+    def restore(self, data: bytes) -> None:
+        """Replace the state by :meth:`snapshot` bytes.
+
+        The learner factories come from this instance's ``agents``; agents of
+        the snapshot that it does not know get the registry's defaults.
+        """
         raw = orjson.loads(data)
         max_pending, window, every = raw["config"]
-        given = dict(agents or DEFAULT_AGENTS)
         specs = {}
         for a, (kind, mode, champ, chals) in raw["specs"].items():
-            base = given.get(a)
+            base = self.agents.get(a)
             specs[a] = AgentSpec(a, kind, mode, champ, tuple(chals),
                                  base.factories if base else None,
                                  drift_resets=eval_spec(a) is None)
-        sp = cls(specs, max_pending=max_pending, window=window, evaluate_every=every,
-                 on_scored=on_scored)
+        self._start(specs, max_pending, window, every)
         for a, ms in raw["models"].items():
             facs = specs[a].learners()
-            sp.models[a] = {n: ModelState.from_state(s, facs[n], window) for n, s in ms.items()}
-        sp.seq, sp.protected = raw["seq"], raw["protected"]
-        sp.pending = {k: v for k, v in raw["pending"]}
-        sp.marks, sp.counters = Watermarks.from_state(raw["marks"]), raw["counters"]
-        return sp
+            self.models[a] = {n: ModelState.from_state(s, facs[n], window)
+                              for n, s in ms.items()}
+        self.seq, self.protected = raw["seq"], raw["protected"]
+        self.pending = {k: v for k, v in raw["pending"]}
+        self.marks, self.counters = Watermarks.from_state(raw["marks"]), raw["counters"]

@@ -115,8 +115,10 @@ _SPECS = [
         "agent_id": _f("str"), "kind": _f("str"), "from_step": _f("int"), "to_step": _f("int"),
         "champion": _f("str"), "challenger": _f("str"), "reason": _f("str"),
         "manual": _f("bool", required=False), "operator": _f("str", required=False),
+        "promoted": _f("str", required=False),
     }, stream="control",
-        doc="The canary moved (percent of traffic on the challenger)."),
+        doc="The canary moved (percent of traffic on the challenger); at 100 % "
+            "``promoted`` names the new champion version (for lineage)."),
     EventSpec("promotion.rolled_back", 1, {
         "agent_id": _f("str"), "kind": _f("str"), "from_step": _f("int"),
         "champion": _f("str"), "challenger": _f("str"), "reason": _f("str"),

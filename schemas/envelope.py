@@ -23,10 +23,15 @@ from schemas.catalog import CATALOG, KINDS, EventSpec
 from schemas.errors import EventValidationError, ReasonCode
 from schemas.ids import uuid7
 
+# Version 2 added the producer identity (docs/wire-contract.md); version 1
+# envelopes (no ``envelope_version`` field) are read as unsequenced events.
+ENVELOPE_VERSION = 2
 ENVELOPE_FIELDS = (
     "event_id", "type", "schema_version", "occurred_at", "producer",
     "subject_id", "correlation_id", "causation_id", "payload",
+    "envelope_version", "producer_id", "producer_epoch", "sequence",
 )
+_IDENTITY = ("producer_id", "producer_epoch", "sequence")
 _ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
 _REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "producer", "payload")
 
@@ -68,10 +73,22 @@ class Envelope:
     subject_id: str | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    producer_id: str | None = None  # producer instance, its epoch, dense sequence per stream
+    producer_epoch: int | None = None
+    sequence: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs)."""
+        out = self._common()
+        if self.sequence is not None:
+            out["producer_id"] = self.producer_id
+            out["producer_epoch"] = self.producer_epoch
+            out["sequence"] = self.sequence
+        return out
+
+    def _common(self) -> dict[str, Any]:
         return {
+            "envelope_version": ENVELOPE_VERSION,
             "event_id": str(self.event_id),
             "type": self.type,
             "schema_version": self.schema_version,
@@ -143,8 +160,15 @@ def new_event(
     causation_id: str | None = None,
     occurred_at: datetime | None = None,
     event_id: uuid.UUID | None = None,
+    producer_id: str | None = None,
+    producer_epoch: int | None = None,
+    sequence: int | None = None,
 ) -> Envelope:
-    """Validate and build a current-version event (fresh UUIDv7, UTC now unless given)."""
+    """Validate and build a current-version event (fresh UUIDv7, UTC now unless given).
+
+    ``producer_id``, ``producer_epoch`` and ``sequence`` come together or not
+    at all: the SDK stamps them (see :mod:`agents.client`).
+    """
     spec = spec_for(event_type)
     validate_payload(spec, payload)
     if not producer:
@@ -162,7 +186,30 @@ def new_event(
         subject_id=subject_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
+        **_identity({"producer_id": producer_id, "producer_epoch": producer_epoch,
+                     "sequence": sequence}),
     )
+
+
+def _identity(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The producer identity fields, validated: all three or none."""
+    present = [name for name in _IDENTITY if raw.get(name) is not None]
+    if not present:
+        return {}
+    if len(present) != len(_IDENTITY):
+        missing = ", ".join(n for n in _IDENTITY if n not in present)
+        raise EventValidationError(
+            ReasonCode.MISSING_FIELD, f"producer identity is incomplete: {missing} missing"
+        )
+    pid, epoch, seq = (raw[name] for name in _IDENTITY)
+    if not isinstance(pid, str) or not pid or len(pid) > 64:
+        raise EventValidationError(ReasonCode.BAD_FIELD, "producer_id must be a string of 1-64")
+    for name, value in (("producer_epoch", epoch), ("sequence", seq)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+            raise EventValidationError(
+                ReasonCode.BAD_FIELD, f"{name} must be an integer in 0..2^53"
+            )
+    return {"producer_id": pid, "producer_epoch": epoch, "sequence": seq}
 
 
 def encode(event: Envelope) -> bytes:
@@ -196,6 +243,12 @@ def from_dict(raw: Any) -> Envelope:
     for name in _REQUIRED:
         if name not in raw:
             raise EventValidationError(ReasonCode.MISSING_FIELD, f"envelope.{name} is required")
+    envelope_version = raw.get("envelope_version", 1)
+    if envelope_version not in (1, ENVELOPE_VERSION) or isinstance(envelope_version, bool):
+        raise EventValidationError(
+            ReasonCode.UNSUPPORTED_VERSION,
+            f"envelope v{envelope_version!r} is not supported (current v{ENVELOPE_VERSION})",
+        )
     spec = spec_for(raw["type"])
     version = raw["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool):
@@ -243,6 +296,7 @@ def from_dict(raw: Any) -> Envelope:
         subject_id=_optional_str(raw, "subject_id"),
         correlation_id=_optional_str(raw, "correlation_id"),
         causation_id=_optional_str(raw, "causation_id"),
+        **(_identity(raw) if envelope_version > 1 else {}),
     )
 
 

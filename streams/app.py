@@ -8,7 +8,7 @@
                           ├──▶ archive   ──▶ PostgreSQL events table (hot 90 d, then cold)
                           └──▶ dead-letter topic (bad input, with the reason)
 
-Run it with ``selflearn worker`` (``faust -A ops.worker_app worker`` adds the
+Run it with ``selflearn worker`` (``faust -A ops.stack.worker_app worker`` adds the
 Prometheus sensor) or ``faust -A streams.app worker``; scale out by starting
 more workers, up to one per partition. Importing this module connects to
 nothing (it reads ``stack.json`` for the broker's address, if there is one):
@@ -70,7 +70,11 @@ async def intake() -> None:
     started = await runtime.start()
     if isinstance(started, StreamIntake):
         started.consumer = app.consumer
-    await started.run()
+    try:
+        await started.run()
+    except Exception as exc:  # a worker whose intake died must not look alive
+        await app.crash(exc)
+        raise
 
 
 if settings.intake == "stream":

@@ -27,14 +27,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+TOPIC_PROBE_S = 5.0  # how often the worker checks that its topics still exist
 
 
 class BatchIntake(ConsumerRebalanceListener):
@@ -44,8 +47,11 @@ class BatchIntake(ConsumerRebalanceListener):
                  pipeline: WorkerPipeline, publish: Callable[[Publish], Awaitable[None]], *,
                  batch: int = 5000, checkpoint_s: float = 2.0,
                  ssl_context: ssl.SSLContext | None = None,
-                 session_timeout_ms: int = 10_000, partitions: int = 8) -> None:
+                 session_timeout_ms: int = 10_000, partitions: int = 8,
+                 incarnations: TopicIncarnations | None = None) -> None:
         self.pipeline = pipeline
+        self.incarnations = incarnations
+        self.topic_ids: dict[str, str | None] = {}  # the incarnation each topic is read in
         self.publish = publish
         self.batch = batch
         self.checkpoint_s = checkpoint_s
@@ -76,9 +82,12 @@ class BatchIntake(ConsumerRebalanceListener):
         self.consumer = consumer = AIOKafkaConsumer(**self._config)
         consumer.subscribe(self.topics, listener=self)
         await consumer.start()
-        last = time.monotonic()
+        last = probed = time.monotonic()
         try:
             while True:
+                if time.monotonic() - probed >= TOPIC_PROBE_S:
+                    probed = time.monotonic()
+                    await self._recreate_lost_topics(consumer)
                 records = await consumer.getmany(timeout_ms=50, max_records=self.batch)
                 async with self.lock:
                     raw: list[Raw] = [(tp.topic, tp.partition, m.offset, m.value)
@@ -96,10 +105,67 @@ class BatchIntake(ConsumerRebalanceListener):
         finally:
             await consumer.stop()
 
+    async def _recreate_lost_topics(self, consumer: AIOKafkaConsumer) -> None:
+        """A broker that restarted empty forgets our topics: create them again.
+
+        Until they exist the group has nothing to read; once they do, the
+        subscription's metadata refresh assigns them and reading starts at the
+        earliest offset of the new incarnation (the old committed offsets are
+        gone with the broker), while the projections skip by identity whatever
+        they already applied.
+        """
+        try:
+            missing = set(self.topics) - set(await consumer.topics())
+            if missing:
+                log.warning("topics %s are gone (broker restarted?); re-creating them",
+                            sorted(missing))
+                await ensure_topics(self._config["bootstrap_servers"], self.topics,
+                                    self.partitions, self._ssl)
+        except KafkaError as exc:
+            log.warning("could not check topics (%s); will retry", exc)
+
+    async def _topic_ids(self) -> dict[str, str | None]:
+        if self.incarnations is None:
+            return {}
+        return await asyncio.to_thread(self.incarnations.current, self.topics)
+
+    async def _same_incarnation(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The partitions whose topic is still the incarnation they were read from.
+
+        A topic with a new id was re-created: positions read before belong to a
+        dead incarnation, so they are forgotten (never committed) and its
+        partitions are read again from the start. A topic the broker does not
+        report now (down, or not re-created yet) is not committed either.
+        """
+        if self.incarnations is None:
+            return partitions
+        now = await self._topic_ids()
+        for topic, tid in now.items():
+            self.topic_ids.setdefault(topic, tid)
+            if self.topic_ids[topic] is None:
+                self.topic_ids[topic] = tid  # first sight of its id
+        changed = {t for t, tid in now.items() if tid is not None and tid != self.topic_ids[t]}
+        if changed and self.consumer is not None:
+            log.warning("topics %s were re-created (broker restarted?): reading them again "
+                        "from the start; offsets from before are not committed", sorted(changed))
+            stale = [tp for tp in self.consumer.assignment() if tp.topic in changed]
+            for tp in stale:
+                self.done.pop(tp, None)
+            if stale:
+                try:
+                    await self.consumer.seek_to_beginning(*stale)
+                except IllegalStateError:  # mid-rebalance: the new assignment starts afresh
+                    log.info("partitions moved while re-reading them; the rebalance resets them")
+            self.topic_ids.update({t: now[t] for t in changed})
+        return [tp for tp in partitions if tp.topic not in changed and now.get(tp.topic)]
+
     async def _checkpoint_and_commit(self, partitions: list[TopicPartition]) -> None:
         await asyncio.to_thread(self.pipeline.checkpoint)
-        offsets = {tp: OffsetAndMetadata(self.done[tp], "") for tp in partitions
-                   if tp in self.done}
+        partitions = await self._same_incarnation(partitions)
+        offsets = {tp: OffsetAndMetadata(self.done[tp], self.topic_ids.get(tp.topic) or "")
+                   for tp in partitions if tp in self.done}
+        if not offsets:
+            return
         try:
             assert self.consumer is not None
             await self.consumer.commit(offsets)
@@ -108,14 +174,14 @@ class BatchIntake(ConsumerRebalanceListener):
 
     # -- rebalance ---------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        """Checkpoint and commit what was processed, then forget the revoked shards."""
+        """Checkpoint and commit what was processed, then release the revoked shards."""
         async with self.lock:
             mine = [tp for tp in revoked if tp in self.done]
             if mine:
                 await self._checkpoint_and_commit(mine)
             for tp in revoked:
                 self.done.pop(tp, None)
-            self.pipeline.forget({tp.partition for tp in revoked})
+            self.pipeline.release({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %d partitions", len(assigned))

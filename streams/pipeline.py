@@ -1,4 +1,4 @@
-"""One worker batch through every projection: features, archive, learning.
+"""One worker batch through every projection: features, memory, learning, archive.
 
 Each message is decoded once and handed to each projection in turn (the
 broker delivers it once to the worker; three Faust agents would triple the
@@ -14,16 +14,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from projections.archive import ArchiveProjection
-from projections.feature_store import Sourced
+from projections.archive_projection import ArchiveProjection
+from projections.base import Sourced
 from projections.learning import LearningRuntime
-from projections.online import FeatureProjection
+from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
 from projections.registry import ModelRegistry
 from schemas import CATALOG, encode
 from schemas.deadletter import dead_letter
 from schemas.errors import ReasonCode
+from schemas.keys import KeyStore
 from streams.processing import Raw, split
 from streams.sensor import Sensor
 
@@ -45,9 +46,15 @@ class WorkerPipeline:
 
     def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
                  learning: LearningRuntime, policies: PolicyStore,
-                 registry: ModelRegistry | None = None, sensor: Sensor | None = None) -> None:
+                 registry: ModelRegistry | None = None, sensor: Sensor | None = None,
+                 memory: MemoryProjection | None = None, keys: KeyStore | None = None) -> None:
         self.sensor = sensor or Sensor()
+        self.keys = keys
+        self.prefix = prefix
+        # subject -> what each projection forgot (also kept in Redis for `erase` and the demo)
+        self.erasures: dict[str, dict[str, int]] = {}
         self.features = features
+        self.memory = memory
         self.archive = archive
         self.learning = learning
         self.policies = policies
@@ -55,22 +62,60 @@ class WorkerPipeline:
         self._learning_topics = {f"{prefix}.{s}" for s in LEARNING_STREAMS}
 
     def handle(self, batch: Sequence[Raw]) -> Publish:
-        """Decode once, then features → learning → archive; bad input becomes dead letters."""
+        """Decode once, then features → memory → learning → archive; bad input is dead-lettered."""
         for topic, n in Counter(r[0] for r in batch).items():
             self.sensor.on_batch(topic, n)
         result = split(batch, self.sensor)
         out = Publish(dead=result.dead)
         self.features.apply(result.events)
+        if self.memory is not None:
+            self.memory.apply(result.events)
+        self.learning.audit(result.events)
         for sourced in result.events:
             if sourced[0] in self._learning_topics:
                 self._learn(sourced, out)
         self.archive.apply(result.events)
+        for sourced in result.events:
+            event = sourced[3]
+            if event.type == "subject.erased" and event.subject_id:
+                self.forget(event.subject_id)
         return out
+
+    def forget(self, subject_id: str) -> dict[str, int]:
+        """A subject was erased: drop cached keys, then every projection's derived state.
+
+        Runs after the batch is applied, so nothing of the subject that came in
+        the same batch survives. Idempotent: a redelivered ``subject.erased``
+        (or its copy in another partition) forgets nothing more. The counts are
+        added up in Redis (``<prefix>:erasure:<subject>``, with ``copies`` seen)
+        over every copy and every worker, for ``erase`` and the demo to report.
+        """
+        if self.keys is not None:
+            self.keys.forget(subject_id)
+        report = {"features": self.features.forget(subject_id),
+                  "memory": self.memory.forget(subject_id) if self.memory is not None else 0,
+                  "learning": self.learning.forget(subject_id),
+                  "archive": self.archive.forget(subject_id)}
+        total = self.erasures.setdefault(subject_id, dict.fromkeys(report, 0))
+        for k, v in report.items():
+            total[k] += v
+        log.info("subject %s erased: forgot %s", subject_id, report)
+        try:
+            pipe = self.policies.r.pipeline()
+            key = f"{self.prefix}:erasure:{subject_id}"
+            for k, v in report.items():
+                pipe.hincrby(key, k, v)
+            pipe.hincrby(key, "copies", 1)
+            pipe.execute()
+        except Exception as exc:  # the report is informative; the forgetting is done
+            log.warning("could not record the erasure report: %s", type(exc).__name__)
+        return report
 
     def _learn(self, sourced: Sourced, out: Publish) -> None:
         topic, partition, offset, event = sourced
         try:
-            produced = self.learning.apply(topic, partition, offset, event)
+            # One event at a time, so a model bug dead-letters only the event it hit.
+            produced = self.learning.apply([sourced])
         except Exception as exc:  # a model bug must not stop the worker; keep the event
             log.exception("learning failed on %s@%s:%d", topic, partition, offset)
             self.sensor.on_dead_letter(ReasonCode.PROCESSING_FAILED.value)
@@ -82,20 +127,21 @@ class WorkerPipeline:
         for key, ev in produced.events:
             out.sends.append((CATALOG[ev.type].stream, key.encode(), encode(ev)))
         for t in produced.policies:
-            self._publish(t)
+            self._publish(t, partition)
 
-    def _publish(self, t: Transition) -> None:
+    def _publish(self, t: Transition, partition: int) -> None:
         """New live policy to Redis (read models poll it); models entering canary to MLflow."""
         if not self.policies.publish(t.policy, t.snapshots):
             return  # not newer: a replay of a transition already published
         self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
         if self.registry is not None and t.event.type.startswith("promotion."):
-            metrics = next((s.shadow.metrics(t.policy.agent_id)
-                            for s in self.learning.shards.values()
-                            if t.policy.agent_id in s.shadow.models), {})
-            self.registry.on_transition_async(t, metrics, {})
+            shard = self.learning.shards[partition]
+            agent = t.policy.agent_id
+            metrics = shard.shadow.metrics(agent) if agent in shard.shadow.models else {}
+            # The partition's applied offsets bound what the snapshot learned from (lineage).
+            self.registry.on_transition_async(t, metrics, shard.offsets())
 
-    def forget(self, partitions: set[int]) -> None:
+    def release(self, partitions: set[int]) -> None:
         """Drop learning shards of partitions this worker no longer owns.
 
         Another worker advances them now; a stale copy here must not be used if
@@ -107,6 +153,10 @@ class WorkerPipeline:
     def checkpoint(self) -> None:
         """Save learning state; after this the batches it covers may be acknowledged."""
         self.learning.checkpoint()
+        gaps = self.learning.gaps()
+        self.sensor.on_gaps(gaps)
+        if gaps:
+            self.policies.record_gaps(gaps)
         for shard in self.learning.shards.values():
             for agent in shard.shadow.models:
                 for model, metrics in shard.shadow.metrics(agent).items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from projections.feature_store import Sourced
+from projections.base import Sourced
 from schemas import EventValidationError, decode
 from schemas.deadletter import dead_letter
 from streams.sensor import Sensor

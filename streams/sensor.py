@@ -35,5 +35,8 @@ class Sensor:
     def on_transition(self, agent: str, event_type: str, canary_percent: float | None) -> None:
         """A new live policy was published."""
 
+    def on_gaps(self, gaps: Mapping[int, int]) -> None:
+        """Sequence numbers still missing per partition (lost events), after a checkpoint."""
+
     def on_lag(self, topic: str, partition: int, lag: float) -> None:
         """Consumer lag of a partition this worker owns."""

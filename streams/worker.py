@@ -22,17 +22,21 @@ from typing import Any, Protocol
 
 import redis
 
-from projections.archive import ArchiveProjection, EventArchive
+from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
+from projections.archive_projection import ArchiveProjection
 from projections.checkpoints import CheckpointStore
 from projections.feature_store import OnlineFeatureStore
 from projections.learning import LearningRuntime
 from projections.memory import ShortTermMemory
-from projections.online import FeatureProjection
+from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas.catalog import STREAMS, topic_name
+from schemas.cipher import FieldCipher
+from schemas.protect import key_store
 from schemas.settings import Addresses, Settings, StackNotRunning, resolve
+from streams.incarnations import TopicIncarnations
 from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
@@ -53,20 +57,23 @@ def build_pipeline(settings: Settings, addresses: Addresses,
     """Every projection of a worker, wired; connects to nothing until used."""
     client = redis.Redis.from_url(addresses.redis_url)
     prefix = settings.topic_prefix
+    # Readers decrypt personal text with the same key folder the SDK writes to.
+    keys = key_store(settings)
+    cipher = FieldCipher(keys)
     archive = EventArchive(addresses.database_url,
                            cold=ColdStore((settings.data_dir / "cold").resolve().as_uri()))
     pipeline = WorkerPipeline(
         prefix,
-        features=FeatureProjection(
-            OnlineFeatureStore(client, prefix=prefix),
+        features=FeatureProjection(OnlineFeatureStore(client, prefix=prefix)),
+        memory=MemoryProjection(
             ShortTermMemory(client, prefix=prefix, max_entries=settings.memory_max_entries,
-                            ttl_s=settings.memory_ttl_s),
-        ),
+                            ttl_s=settings.memory_ttl_s)),
         archive=ArchiveProjection(archive),
-        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url)),
+        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url), cipher),
         policies=PolicyStore(client, prefix=prefix),
         registry=ModelRegistry(addresses.mlflow_uri),
         sensor=sensor,
+        keys=keys,
     )
     return pipeline, archive
 
@@ -110,7 +117,8 @@ class WorkerRuntime:
                 addresses.kafka_bootstrap, [topic_name(s.topic_prefix, t) for t in STREAMS],
                 f"{s.topic_prefix}-projections", pipeline, self.publish, batch=s.worker_batch,
                 checkpoint_s=s.checkpoint_s, ssl_context=s.kafka_ssl_context(),
-                session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions)
+                session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions,
+                incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)))
         else:
             self.intake = StreamIntake(pipeline, self.publish, batch=s.worker_batch,
                                        checkpoint_s=s.checkpoint_s)

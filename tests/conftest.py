@@ -23,14 +23,18 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
     Server addresses still come from ``SELFLEARN_*`` variables when they are set.
     """
+    from projections.sealing import use_settings
+
     data_dir: Path = tmp_path_factory.mktemp("selflearn-stack")
-    return Settings(data_dir=data_dir, topic_prefix=f"test-{uuid.uuid4().hex[:10]}")
+    settings = Settings(data_dir=data_dir, topic_prefix=f"test-{uuid.uuid4().hex[:10]}")
+    use_settings(settings)  # seal with the key of this data folder, as its workers do
+    return settings
 
 
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Addresses]:
     """Addresses of the running stack; started once per session, stopped afterwards."""
-    from ops.stack import StackError, down, up
+    from ops.stack.lifecycle import StackError, down, up
 
     try:
         addresses = up(settings)

@@ -17,12 +17,14 @@ import psycopg
 import pytest
 import redis
 
-from ops import servers
 from ops.benches.archive import realistic_events, sourced
-from ops.processes import Spawned, free_port, stop, wait_until
-from projections.archive import ArchiveProjection, EventArchive
+from ops.stack import servers
+from ops.stack.processes import Spawned, free_port, stop, wait_until
+from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
-from projections.feature_store import OnlineFeatureStore, Sourced
+from projections.archive_projection import ArchiveProjection
+from projections.base import Sourced
+from projections.feature_store import OnlineFeatureStore
 from projections.replay import point_in_time_features, read_events, rebuild_features
 from schemas import Envelope
 from schemas.settings import Addresses

@@ -20,14 +20,15 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-import ops.replay_cli  # noqa: F401 - registers the commands on ops.cli.app
 from agents.client import AgentClient
 from agents.decision import new_learner
-from ops.audit import audit_decision, audit_sample
-from ops.cli import app
+from ops.access.rbac import RoleStore
+from ops.cli.root import app
 from ops.data import data_path
-from ops.processes import Spawned, stop
-from ops.worker import start_worker, wait_ready, worker_env
+from ops.stack.processes import Spawned, stop
+from ops.stack.workers import start_worker, wait_ready, worker_env
+from ops.usecases.audit import audit_decision, audit_sample
+from ops.usecases.lineage import registry_run
 from projections.archive import EventArchive
 from projections.datasets import iter_storypoints
 from projections.policy_store import PolicyStore
@@ -49,6 +50,9 @@ def run(settings: Settings, stack: Addresses,
     tmp = tmp_path_factory.mktemp("audit")
     prefix = f"{settings.topic_prefix}-{uuid.uuid4().hex[:6]}"
     own = settings.model_copy(update={"topic_prefix": prefix, "data_dir": tmp})
+    # Create MLflow's SQLite schema here: two processes migrating a fresh file at once
+    # (the worker registering, this test reading) leave it broken.
+    ModelRegistry(stack.mlflow_uri).client().search_experiments()
     worker: Spawned = start_worker(own, stack, tmp / "worker.log")
     try:
         wait_ready(worker.log)
@@ -204,8 +208,8 @@ def _a_canary_request(archive: EventArchive, agent: str) -> str:
     return str(rid)
 
 
-def _cli(run: dict[str, Any], stack: Addresses, *args: str) -> Any:
-    env = worker_env(run["settings"], stack)
+def _cli(run: dict[str, Any], stack: Addresses, *args: str, identity: str = "") -> Any:
+    env = {**worker_env(run["settings"], stack), "SELFLEARN_IDENTITY": identity}
     return CliRunner().invoke(app, list(args), env=env)
 
 
@@ -213,21 +217,23 @@ def test_promote_and_rollback_go_through_the_worker(run: dict[str, Any], stack: 
                                                     ) -> None:
     prefix = run["prefix"]
     agent = "task-estimator"  # a live agent by default: it may be promoted by hand
-    res = _cli(run, stack, "promote", agent, "--operator", "alice", "--challenger",
-               "knn_median", "--reason", "looks better", "--wait", "60", "--json")
+    store = RoleStore(run["settings"].data_dir)
+    assert store.grant("alice", "operator") and store.grant("bob", "operator")
+    res = _cli(run, stack, "promote", agent, "--challenger", "knn_median", "--reason",
+               "looks better", "--wait", "60", "--json", identity="alice")
     assert res.exit_code == 0, res.output
     promoted = orjson.loads(res.output)
     assert promoted["after"]["canary_percent"] == 5
     assert promoted["after"]["challenger"].startswith("knn_median:")
-    res = _cli(run, stack, "rollback", agent, "--operator", "bob", "--reason", "pager",
-               "--wait", "60", "--json")
+    res = _cli(run, stack, "rollback", agent, "--reason", "pager", "--wait", "60", "--json",
+               identity="bob")
     assert res.exit_code == 0, res.output
     rolled = orjson.loads(res.output)
     assert rolled["after"]["revision"] > promoted["after"]["revision"]
     assert rolled["after"]["canary_percent"] == 0 and rolled["after"]["challenger"] is None
     # Nothing left to roll back: the worker refuses, the CLI says so and fails.
-    res = _cli(run, stack, "rollback", agent, "--operator", "bob", "--reason", "again",
-               "--wait", "20")
+    res = _cli(run, stack, "rollback", agent, "--reason", "again", "--wait", "20",
+               identity="bob")
     assert res.exit_code == 2 and "refused" in res.output, res.output
 
     control = read_topic(stack.kafka_bootstrap, topic_name(prefix, "control"), expect=5,
@@ -241,6 +247,17 @@ def test_promote_and_rollback_go_through_the_worker(run: dict[str, Any], stack: 
     assert step["manual"] and step["operator"] == "alice" and step["to_step"] == 5
     assert back["manual"] and back["operator"] == "bob" and back["reason"] == "pager"
     assert {e.producer for _, e in commands} == {"operator:alice", "operator:bob"}
+    _transitions_audited(run, stack, {str(e.event_id): e for _, e in changes})
+    # The worker registered the canary with the offsets it had applied (its lineage).
+    partition = commands[0][0]
+    deadline, reg = time.monotonic() + 60, registry_run(stack.mlflow_uri, agent, "-:0")
+    while time.monotonic() < deadline:
+        reg = registry_run(stack.mlflow_uri, agent, promoted["after"]["challenger"])
+        if reg["found"] and f"{prefix}.control:{partition}" in reg["offsets"]:
+            break
+        time.sleep(1)
+    assert reg["found"] and reg["offsets"], reg
+    assert all(k.startswith(f"{prefix}.") and k.endswith(f":{partition}") for k in reg["offsets"])
 
     res = _cli(run, stack, "fleet", "--json")
     assert res.exit_code == 0, res.output
@@ -254,6 +271,30 @@ def test_promote_and_rollback_go_through_the_worker(run: dict[str, Any], stack: 
     res = _cli(run, stack, "fleet")
     assert res.exit_code == 0 and agent in res.output and "dead letters: 0" in res.output, \
         res.output
+
+
+def _transitions_audited(run: dict[str, Any], stack: Addresses, changes: dict[str, Any]) -> None:
+    """The operators' requests and the worker's transitions are in the audit log."""
+    deadline = time.monotonic() + 60
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:  # the worker archives the transitions asynchronously
+        res = _cli(run, stack, "audit-log", "show", "--operation", "promotion.*", "--limit", "0",
+                   "--json")
+        assert res.exit_code == 0, res.output
+        records = [r for r in orjson.loads(res.output[res.output.index("["):])
+                   if r["ref"] in changes]
+        if len(records) == len(changes):
+            break
+        time.sleep(0.5)
+    assert sorted((r["operation"], r["actor"]) for r in records) == [
+        ("promotion.rollback", "bob"), ("promotion.step", "alice")], records
+    res = _cli(run, stack, "audit-log", "show", "--actor", "bob", "--limit", "0", "--json")
+    bob = [(r["operation"], r["outcome"]) for r in orjson.loads(res.output)]
+    # Newest first: the refused second rollback, the applied first one, its transition.
+    assert ("rollback", "refused") in bob and ("rollback", "applied") in bob, bob
+    assert ("promotion.rollback", "applied") in bob and bob.count(("rollback", "allowed")) == 2
+    res = _cli(run, stack, "audit-log", "verify")
+    assert res.exit_code == 0 and "audit log OK" in res.output, res.output
 
 
 def test_replay_rebuilds_features_equal_to_live(run: dict[str, Any], stack: Addresses) -> None:

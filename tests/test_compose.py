@@ -43,6 +43,9 @@ ADDRESSES = {
     "topic_prefix": "SELFLEARN_TOPIC_PREFIX",
     "partitions": "SELFLEARN_PARTITIONS",
 }
+# TLS settings of PostgreSQL and Redis (files) every selflearn service must receive.
+TLS_FIELDS = ("database_ssl_rootcert", "database_ssl_cert", "database_ssl_key",
+              "redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile")
 REQUIRED_SERVICES = ("kafka", "timescaledb", "redis", "mlflow", "minio", "worker")
 
 
@@ -142,7 +145,7 @@ def test_compose_config_renders_the_worker_environment() -> None:
     assert env["SELFLEARN_DATABASE_URL"] == (
         "postgresql://selflearn:change-me-postgres@timescaledb:5432/selflearn"
     )
-    assert env["SELFLEARN_REDIS_URL"] == "redis://:change-me-redis@redis:6379/0"
+    assert env["SELFLEARN_REDIS_URL"] == "rediss://:change-me-redis@redis:6379/0"
     assert env["SELFLEARN_PARTITIONS"] == "8"
     assert worker["deploy"]["replicas"] == 2
 
@@ -184,6 +187,30 @@ def test_kafka_is_kraft_with_tls_only_listeners(services: dict[str, dict[str, An
         assert env[key].startswith("/etc/kafka/secrets/")
 
 
+def test_postgres_and_redis_serve_tls_1_3_only(services: dict[str, dict[str, Any]]) -> None:
+    pg = " ".join(services["timescaledb"]["command"])
+    for option in ("ssl=on", "ssl_min_protocol_version=TLSv1.3", "ssl_cert_file=",
+                   "ssl_key_file=", "ssl_ca_file=", "hba_file=/etc/selflearn/pg_hba.conf"):
+        assert option in pg, option
+    assert mounts(services["timescaledb"])["/etc/selflearn/tls"] == "./certs/postgres"
+    hba = [line.split() for line in (DOCKER / "postgres" / "pg_hba.conf").read_text()
+           .splitlines() if line.strip() and not line.startswith("#")]
+    network = [row for row in hba if row[0] != "local"]
+    # Every network line is TLS with a client certificate, or a reject of non-TLS.
+    assert network and all(
+        (row[0] == "hostssl" and "clientcert=verify-ca" in row) or
+        (row[0] == "hostnossl" and row[-1] == "reject") for row in network), network
+    assert {row[3] for row in network if row[0] == "hostnossl"} == {"0.0.0.0/0", "::/0"}
+
+    redis_cmd = " ".join(services["redis"]["command"])
+    for option in ("--port 0", "--tls-port 6379", "--tls-protocols TLSv1.3",
+                   "--tls-auth-clients yes", "--tls-cert-file", "--tls-ca-cert-file"):
+        assert option in redis_cmd, option
+    assert "--tls" in " ".join(services["redis"]["healthcheck"]["test"])
+    mlflow = " ".join(services["mlflow"]["command"])
+    assert "sslmode=verify-full" in mlflow and "ssl_min_protocol_version=TLSv1.3" in mlflow
+
+
 def test_every_selflearn_service_gets_the_addresses(services: dict[str, dict[str, Any]]) -> None:
     ours = {name: s for name, s in services.items() if is_selflearn(s)}
     assert "worker" in ours
@@ -204,11 +231,17 @@ def test_every_selflearn_service_gets_the_addresses(services: dict[str, dict[str
         for var, host in hosts.items():
             assert host in services, f"{name}: {var} points at {host!r}, not a service"
         assert urlsplit(env["SELFLEARN_DATABASE_URL"]).scheme == "postgresql"
-        assert urlsplit(env["SELFLEARN_REDIS_URL"]).scheme == "redis"
+        assert urlsplit(env["SELFLEARN_REDIS_URL"]).scheme == "rediss"
         assert env["SELFLEARN_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+        # The settings really make TLS 1.3 with verify-full out of these variables.
+        tls = Settings.model_validate({f: env[f"SELFLEARN_{f.upper()}"] for f in TLS_FIELDS})
+        assert tls.database_ssl_params()["sslmode"] == "verify-full"
+        assert tls.database_ssl_params()["ssl_min_protocol_version"] == "TLSv1.3"
+        assert tls.redis_kwargs()["ssl_certfile"] and tls.redis_tls(env["SELFLEARN_REDIS_URL"])
         certs = {target: source for target, source in mounts(service).items()}
         for var in ("SELFLEARN_KAFKA_SSL_CAFILE", "SELFLEARN_KAFKA_SSL_CERTFILE",
-                    "SELFLEARN_KAFKA_SSL_KEYFILE"):
+                    "SELFLEARN_KAFKA_SSL_KEYFILE", *(f"SELFLEARN_{f.upper()}"
+                                                     for f in TLS_FIELDS)):
             folder = env[var].rsplit("/", 1)[0]
             assert folder in certs, f"{name}: {var} is not inside a mounted folder"
 
@@ -302,7 +335,8 @@ def test_make_certs_creates_what_compose_mounts(
         folders = {target: source for target, source in mounts(service).items()
                    if source.startswith("./certs/")}
         paths = [v for k, v in env_of(service).items()
-                 if k.endswith(("_LOCATION", "_CAFILE", "_CERTFILE", "_KEYFILE"))]
+                 if k.endswith(("_LOCATION", "_CAFILE", "_CERTFILE", "_KEYFILE", "_ROOTCERT",
+                                "_SSL_CERT", "_SSL_KEY", "_CA_CERTS"))]
         for path in paths:
             folder, file = path.rsplit("/", 1)
             if folder in folders:
@@ -311,6 +345,15 @@ def test_make_certs_creates_what_compose_mounts(
     keystore = (out / "kafka" / "broker.keystore.pem").read_text()
     assert keystore.count("BEGIN PRIVATE KEY") == 1  # PKCS#8, what Kafka's PEM store reads
     assert keystore.count("BEGIN CERTIFICATE") == 2  # broker + CA
+    # The servers' own folders (mounted by their services) hold key, certificate and CA.
+    for server in ("postgres", "redis"):
+        for file in ("ca.crt", "server.crt", "server.key"):
+            assert (out / server / file).is_file(), f"{server}/{file}"
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(out / server / "ca.crt"),
+                                 str(out / server / "server.crt")], capture_output=True,
+                                text=True, timeout=30)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert (out / "client" / "client.key").stat().st_mode & 0o077 == 0  # libpq demands it
     assert not (out / "kafka" / "ca.key").exists() and not (out / "client" / "ca.key").exists()
     # The client certificate chains to the CA the broker trusts.
     verify = subprocess.run(["openssl", "verify", "-CAfile", str(out / "kafka" /

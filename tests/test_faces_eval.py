@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from ops.data import data_path
-from ops.evaluation.faces import (
+from ops.usecases.faces import (
     clip_sha256,
     compute_reference,
     coverage,

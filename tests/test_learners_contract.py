@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable
 from itertools import islice
@@ -109,3 +110,20 @@ def test_baselines_predict_as_specified() -> None:
     assert med.predict_one({"project": "b"}) == 4.0
     size = REVIEW_LEARNERS["size_heuristic"]()
     assert size.predict_one({"la": 0.1, "lt": 200.0, "nf": 2.0}) == pytest.approx(22.0)
+
+
+def test_logistic_serves_the_intercept_it_learns() -> None:
+    """A change with every metric at zero is scored by the intercept alone."""
+    model = REVIEW_LEARNERS["logistic"]()
+    blank, other = {"project": "p"}, {"project": "q"}
+    prior = model.predict_one(blank)
+    assert prior == pytest.approx(1.0 / (1.0 + math.exp(2.0)))  # sigmoid(-2): mostly clean
+    for _ in range(300):
+        model.learn_one(blank, 1.0)
+    risen = model.predict_one(blank)
+    assert risen > prior  # AdaGrad at lr 0.002 moves the intercept slowly, but it moves
+    assert model.predict_one(other) == prior  # the intercept is per project
+    for _ in range(600):
+        model.learn_one(blank, 0.0)
+    assert model.predict_one(blank) < risen
+    assert type(model).restore(model.snapshot()).predict_one(blank) == model.predict_one(blank)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops.data import data_path
-from ops.pipeline_eval import evaluate_through_pipeline
+from ops.demo.pipeline_eval import evaluate_through_pipeline
 from projections.datasets import read_storypoints
 from projections.evaluate import evaluate_storypoints
 from projections.learners import TASK_LEARNERS
@@ -57,7 +57,7 @@ def test_an_unknown_evaluation_is_refused_before_anything_starts(
 
 
 def test_the_changes_replay_orders_requests_and_late_labels_like_the_offline_loop() -> None:
-    from ops.pipeline_eval import _change_replays
+    from ops.demo.pipeline_eval import _change_replays
     from projections.datasets import label_events, read_changes
 
     folder = data_path("changes")
@@ -79,7 +79,7 @@ def test_the_changes_replay_orders_requests_and_late_labels_like_the_offline_loo
 
 
 def test_requests_carry_exactly_the_offline_features(tmp_path: Path) -> None:
-    from ops.pipeline_eval import _storypoint_replays
+    from ops.demo.pipeline_eval import _storypoint_replays
 
     folder = _small_folder(tmp_path / "sp")
     replays, actual = _storypoint_replays(folder)

@@ -103,10 +103,9 @@ class Loop:
         for ev in events:
             self.offset += 1
             if ev.type == "decision.made":
-                self._publish(self.promotion.apply(ev, topic="d", partition=0,
-                                                   offset=self.offset))
+                self._publish(self.promotion.apply([("d", 0, self.offset, ev)]))
             else:
-                self.shadow.apply(ev, topic="x", partition=0, offset=self.offset)
+                self.shadow.apply([("x", 0, self.offset, ev)])
                 outcomes += ev.type == "task.completed"
         return outcomes
 
@@ -207,7 +206,7 @@ def test_slow_canary_is_rolled_back_on_latency() -> None:
             "request_id": rid, "kind": "task_estimate", "output": 4.0, "model_version": "x",
             "policy": pol, "inputs_digest": "d", "features": {},
             "latency_us": 300.0 if pol == "champion" else 9000.0}, producer=agent)
-        loop._publish(loop.promotion.apply(ev, topic="d", partition=1, offset=base + k))
+        loop._publish(loop.promotion.apply([("d", 1, base + k, ev)]))
         if loop.transitions[-1].event.type == "promotion.rolled_back":
             break
     assert loop.transitions[-1].event.type == "promotion.rolled_back"
@@ -242,7 +241,8 @@ def test_promotion_snapshot_restores_the_state_machine() -> None:
     loop = Loop({agent: spec(agent)})
     _until_step(loop, agent, 25)
     data = loop.promotion.snapshot()
-    again = PromotionProjection.restore(data, {agent: spec(agent)})
+    again = PromotionProjection({agent: spec(agent)})
+    again.restore(data)
     assert again.snapshot() == data
     assert again.policy(agent) == loop.promotion.policy(agent)
 

@@ -19,7 +19,7 @@ def test_canary_and_champion_snapshots_are_registered_with_aliases(tmp_path: Pat
     agent = "task-estimator"
     shadow = ShadowProjection({agent: spec(agent)})
     for offset, ev in enumerate(stream(agent, 0, 50, offset_by=0.0)):
-        shadow.apply(ev, topic="x", partition=0, offset=offset)
+        shadow.apply([("x", 0, offset, ev)])
     assert shadow.seq[agent] == 50
     promotion = PromotionProjection({agent: spec(agent)}, snapshot_of=shadow.model_snapshot)
     reg = ModelRegistry(uri)

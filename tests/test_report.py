@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from ops.report import build_report, collect, percentile, serve
+from ops.report.collect import collect, percentile
+from ops.report.page import build_report
+from ops.report.server import serve
 from schemas import Envelope, new_event
 from schemas.policy import LivePolicy, ModelRef
 
@@ -208,7 +210,7 @@ def test_gather_reads_archive_redis_and_dead_letters_from_real_servers(
     import redis
     from aiokafka import AIOKafkaProducer
 
-    from ops.report import gather
+    from ops.report.sources import gather
     from projections.archive import EventArchive
     from projections.policy_store import PolicyStore
     from schemas.deadletter import dead_letter

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 
 from agents.client import AgentClient, Rejected
-from ops.processes import free_port, port_open, stop
-from ops.servers import kafka_address, start_kafka
+from ops.stack.processes import free_port, port_open, stop
+from ops.stack.servers import kafka_address, start_kafka
 from schemas import decode
 from schemas.catalog import DEAD_LETTER, topic_name
 from schemas.deadletter import original_bytes, parse_dead_letter

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 import redis
 
-from ops.probes import split_host_port
-from ops.processes import free_port, port_open
-from ops.stack import down, status, up
+from ops.stack.lifecycle import down, status, up
+from ops.stack.probes import split_host_port
+from ops.stack.processes import free_port, port_open
 from schemas.settings import Addresses, Settings, StackNotRunning, read_stack_file, resolve
 
 REPO = Path(__file__).resolve().parents[1]

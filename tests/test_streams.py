@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from agents.client import AgentClient
-from ops.processes import Spawned, stop
-from ops.worker import start_worker, wait_ready
+from ops.stack.processes import Spawned, stop
+from ops.stack.workers import start_worker, wait_ready
 from projections.feature_store import OnlineFeatureStore
 from projections.features import reference
 from projections.memory import ShortTermMemory

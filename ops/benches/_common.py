@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from schemas.settings import Addresses, Settings
 
@@ -22,11 +23,11 @@ def running_stack(without: tuple[str, ...] = ()) -> Iterator[tuple[Settings, Add
     ``without`` names servers the benchmark does not need (``"kafka"``, ``"redis"``);
     those are not started unless configured.
     """
-    from ops.stack import down, up
+    from ops.stack.lifecycle import down, up
 
     with tempfile.TemporaryDirectory(prefix="selflearn-bench-") as tmp:
-        skip = {k: v for name in without for k, v in _UNUSED[name].items()
-                if not Settings().configured(name)}
+        skip: dict[str, Any] = {k: v for name in without for k, v in _UNUSED[name].items()
+                                if not Settings().configured(name)}
         settings = Settings(data_dir=Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
                             **skip)
         try:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ops.benches._common import running_stack
-from projections.feature_store import Sourced
+from projections.base import Sourced
 from schemas import Envelope, encode, new_event
 
 AGENTS = ("code-reviewer", "doc-keeper", "architecture-advisor", "task-estimator",

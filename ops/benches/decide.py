@@ -5,6 +5,10 @@ a kNN-median model on real issue text, the input digest, and the two events
 handed to the background producer. ``p99_us_while_learning`` runs the same
 loop while ``ops.benches.learn_load`` learns at full speed in another process,
 at the CPU priority the worker runs with (``SELFLEARN_WORKER_NICE``, default 10).
+``*_sealed`` keys: the same with per-subject encryption on (what
+``AgentClient.from_settings`` does by default): the context's personal text is
+sealed on the producer thread (pattern PII detection + AES-GCM), so the caller
+pays only for queueing; ``emit_*`` times ``emit("task.estimated")`` alone.
 Decisions are issued at ``RATE_PER_S`` (40x the seed's load), not back to back:
 a closed loop would measure the producer thread saturating the GIL with
 40 000 events/s, not the latency an agent sees.
@@ -61,8 +65,9 @@ def _publish(r: redis.Redis, prefix: str, contexts: list[dict[str, Any]]) -> Non
     r.set(policy_key(prefix, AGENT), policy.to_bytes())
 
 
-def _measure(client: AgentClient, contexts: list[dict[str, Any]], n: int) -> list[float]:
-    """Latency of ``n`` decisions issued at RATE_PER_S (open loop, like agents do)."""
+def _measure(client: AgentClient, contexts: list[dict[str, Any]], n: int,
+             emit: bool = False) -> list[float]:
+    """Latency of ``n`` decisions (or emits) issued at RATE_PER_S (open loop, like agents do)."""
     lat = []
     start = time.perf_counter()
     for i in range(n):
@@ -70,10 +75,38 @@ def _measure(client: AgentClient, contexts: list[dict[str, Any]], n: int) -> lis
         if pause > 0:
             time.sleep(pause)
         ctx = contexts[i % len(contexts)]
+        subject = f"r-{i % 500}"  # a pseudonymous reporter per issue (keys cached after first)
         t = time.perf_counter_ns()
-        client.decide(ctx, request_id=f"req-{i}")
+        if emit:
+            client.emit("task.estimated", {**ctx, "estimate": 3.0}, subject_id=subject)
+        else:
+            client.decide(ctx, request_id=f"req-{i}", subject_id=subject)
         lat.append((time.perf_counter_ns() - t) / 1000)
     return lat
+
+
+def _sealed(settings: Any, addresses: Any) -> dict[str, float]:
+    """Decide and emit with per-subject encryption on (file key store, pattern detector)."""
+    from schemas.protect import Protector, detector_for, key_store
+
+    keys = key_store(settings)
+    client = AgentClient(AGENT, bootstrap=addresses.kafka_bootstrap,
+                         topic_prefix=settings.topic_prefix, decision_kind="task_estimate",
+                         redis_url=addresses.redis_url,
+                         outbox_path=Path(settings.data_dir) / "outbox-sealed.db",
+                         protector=Protector(keys, detector_for("pattern")))
+    deadline = time.monotonic() + 10
+    while client.engine.policy is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    contexts = _contexts()
+    _measure(client, contexts, 2000)  # warm-up: every subject's key made and cached
+    sealed = _measure(client, contexts, N)
+    emits = _measure(client, contexts, N, emit=True)
+    client.close(timeout=10)
+    return {"p50_us_sealed": round(percentile(sealed, 50), 1),
+            "p99_us_sealed": round(percentile(sealed, 99), 1),
+            "emit_p50_us_sealed": round(percentile(emits, 50), 1),
+            "emit_p99_us_sealed": round(percentile(emits, 99), 1)}
 
 
 def run() -> dict[str, float]:
@@ -91,6 +124,7 @@ def run() -> dict[str, float]:
             time.sleep(0.05)
         _measure(client, contexts, 2000)  # warm-up
         alone = _measure(client, contexts, N)
+        emits = _measure(client, contexts, N, emit=True)
         # Learning runs as deployed: at the worker's lower CPU priority (streams.worker).
         nice = settings.worker_nice
         load = subprocess.Popen([sys.executable, "-m", "ops.benches.learn_load"],
@@ -103,7 +137,11 @@ def run() -> dict[str, float]:
             load.kill()
             load.wait()
         client.close(timeout=5)
+        sealed = _sealed(settings, addresses)
     return {
+        "emit_p50_us": round(percentile(emits, 50), 1),
+        "emit_p99_us": round(percentile(emits, 99), 1),
+        **sealed,
         "p50_us": round(percentile(alone, 50), 1),
         "p95_us": round(percentile(alone, 95), 1),
         "p99_us": round(percentile(alone, 99), 1),

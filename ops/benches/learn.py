@@ -2,11 +2,15 @@
 
 ``python -m ops.benches.learn`` prints one JSON object::
 
-    events_per_s     median over runs of (requests + outcomes) / seconds
-    runs             the per-run rates
-    events           input events per run (one request and one outcome per issue)
-    models           champion + challengers of the agent
-    resets           challengers reset on drift (last run)
+    events_per_s         median over runs of (requests + outcomes) / seconds
+    events_per_cpu_s     the same per CPU second of this process (steadier on a shared machine)
+    runs                 the per-run rates
+    events               input events per run (one request and one outcome per issue)
+    models               champion + challengers of the agent
+    river_models         how many of them are River models (projections/learners/river_adapter.py)
+    resets               challengers reset on drift (last run)
+    review_events_per_s  the same for ``code-reviewer`` on the shipped code changes
+    review_models        its champion + challengers (``review_river_models`` of them River)
 
 Every issue of the shipped story-point data becomes a ``decision.requested``
 of ``task-estimator`` and, :data:`LAG` requests later, its ``task.completed``:
@@ -24,12 +28,15 @@ from typing import Any
 
 from ops.data import data_path
 from projections.agent_specs import DEFAULT_AGENTS
-from projections.datasets import iter_storypoints
+from projections.datasets import change_projects, iter_storypoints, read_changes
+from projections.learners import RiverLearner
 from projections.shadow import ShadowProjection
 from schemas import Envelope, new_event
 
 AGENT = "task-estimator"
+REVIEWER = "code-reviewer"
 LAG = 50
+REVIEW_ROWS = 20_000  # changes (the first projects in name order), one request + one outcome
 
 
 def build_events(limit: int | None = None) -> list[Envelope]:
@@ -55,24 +62,60 @@ def build_events(limit: int | None = None) -> list[Envelope]:
     return events
 
 
+def build_review_events(limit: int = REVIEW_ROWS) -> list[Envelope]:
+    """Review requests of shipped changes and their outcomes :data:`LAG` requests later."""
+    folder = data_path("changes")
+    rows = [r for p in change_projects(folder) for r in read_changes(folder, p)][:limit]
+    events: list[Envelope] = []
+    for i, r in enumerate(rows):
+        events.append(new_event("decision.requested", {
+            "request_id": f"c-{i}", "kind": "review_risk",
+            "context": {"change_id": f"{r.project}-{r.transactionid}", **r.x}},
+            producer=REVIEWER))
+        if i >= LAG:
+            old = rows[i - LAG]
+            events.append(new_event("review.completed", {
+                "change_id": f"{old.project}-{old.transactionid}", "project": old.project,
+                "passed_first_try": not old.bug}, producer="reviews"))
+    return events
+
+
+def _rates(agent: str, events: list[Envelope], runs: int) -> tuple[list[float], list[float], int]:
+    """Wall-clock and CPU-time rates of ``runs`` replays, and the resets of the last."""
+    agents = {agent: DEFAULT_AGENTS[agent]}
+    rates, cpu_rates, resets = [], [], 0
+    for _ in range(runs):
+        sp = ShadowProjection(agents)
+        start, cpu = time.perf_counter(), time.process_time()
+        for offset, ev in enumerate(events):
+            sp.apply([("bench", 0, offset, ev)])
+        rates.append(len(events) / (time.perf_counter() - start))
+        cpu_rates.append(len(events) / max(time.process_time() - cpu, 1e-9))
+        resets = sp.counters["resets"]
+    return rates, cpu_rates, resets
+
+
+def _river(agent: str) -> int:
+    return sum(isinstance(f, type) and issubclass(f, RiverLearner)
+               for f in DEFAULT_AGENTS[agent].learners().values())
+
+
 def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
     """Replay the events ``runs`` times into fresh projections; return the median rate."""
     events = build_events(limit)
-    agents = {AGENT: DEFAULT_AGENTS[AGENT]}
-    rates, resets = [], 0
-    for _ in range(runs):
-        sp = ShadowProjection(agents)
-        start = time.perf_counter()
-        for offset, ev in enumerate(events):
-            sp.apply(ev, topic="bench", partition=0, offset=offset)
-        rates.append(len(events) / (time.perf_counter() - start))
-        resets = sp.counters["resets"]
+    rates, cpu_rates, resets = _rates(AGENT, events, runs)
+    review_rates, _, _ = _rates(REVIEWER, build_review_events(limit or REVIEW_ROWS), runs)
     return {
         "events_per_s": round(statistics.median(rates)),
+        "events_per_cpu_s": round(statistics.median(cpu_rates)),
         "runs": [round(r) for r in rates],
         "events": len(events),
-        "models": len(agents[AGENT].learners()),
+        "models": len(DEFAULT_AGENTS[AGENT].learners()),
+        "river_models": _river(AGENT),
         "resets": resets,
+        "review_events_per_s": round(statistics.median(review_rates)),
+        "review_models": len(DEFAULT_AGENTS[REVIEWER].learners()),
+        "review_river_models": _river(REVIEWER),
     }
 
 

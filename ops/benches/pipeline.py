@@ -17,8 +17,8 @@ import redis
 
 from agents.client import AgentClient
 from ops.benches._common import percentile, running_stack
-from ops.processes import stop
-from ops.worker import start_worker, wait_ready
+from ops.stack.processes import stop
+from ops.stack.workers import start_worker, wait_ready
 from projections.feature_store import OnlineFeatureStore
 
 AGENTS = [f"agent-{i}" for i in range(8)]

@@ -9,9 +9,12 @@ rebuilds a model that predicts and keeps learning bit-identically.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from abc import ABC, abstractmethod
 from bisect import insort
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -31,9 +34,18 @@ __all__ = [
 
 @runtime_checkable
 class Learner(Protocol):
-    """What every task or review learner is: predict, learn, snapshot, restore."""
+    """What every task or review learner is: predict, learn, snapshot, restore.
 
-    name: str
+    ``name`` is a class attribute (it names the kind, and a snapshot records it),
+    and ``restore`` returns the class it is called on, so
+    ``type(model).restore(model.snapshot())`` is typed as the model's own class.
+
+    >>> from projections.learners.constant import Constant
+    >>> isinstance(Constant(), Learner), Constant.name
+    (True, 'constant')
+    """
+
+    name: ClassVar[str]
 
     def predict_one(self, x: dict[str, Any]) -> float:
         """Return the prediction for features ``x`` (story points, or risk in [0, 1])."""
@@ -48,19 +60,30 @@ class Learner(Protocol):
         ...
 
     @classmethod
-    def restore(cls, data: bytes) -> Learner:
+    def restore(cls, data: bytes) -> Self:
         """Rebuild a learner from :meth:`snapshot` bytes."""
         ...
 
 
-class StateLearner:
+class StateLearner(ABC):
     """Base class: snapshot/restore of ``__dict__`` (plain JSON data) via orjson.
 
-    Subclasses keep only str-keyed dicts, lists, str, int, float and bool in
-    their attributes. Floats survive the round trip bit-identically.
+    Subclasses implement :meth:`predict_one` and :meth:`learn_one` (declared
+    here, as River's base classes do, so that an ensemble typed with member
+    ``StateLearner`` objects can call them) and keep only str-keyed dicts,
+    lists, str, int, float and bool in their attributes. Floats survive the
+    round trip bit-identically.
     """
 
     name: ClassVar[str] = "state"
+
+    @abstractmethod
+    def predict_one(self, x: dict[str, Any]) -> float:
+        """Return the prediction for features ``x``; must not change the state."""
+
+    @abstractmethod
+    def learn_one(self, x: dict[str, Any], y: float) -> None:
+        """Update the model with the revealed target ``y`` of features ``x``."""
 
     def snapshot(self) -> bytes:
         return orjson.dumps({"learner": self.name, "state": self.__dict__})
@@ -81,9 +104,11 @@ class StateLearner:
         return f"{type(self).__name__}()"
 
 
-def restore_members(states: dict[str, Any], kinds: dict[str, type]) -> dict[str, Any]:
+def restore_members(
+    states: dict[str, Any], kinds: Mapping[str, type[StateLearner]]
+) -> dict[str, StateLearner]:
     """Rebuild an ensemble's member learners from their saved ``__dict__`` states."""
-    members = {}
+    members: dict[str, StateLearner] = {}
     for name, state in states.items():
         member = kinds[name].__new__(kinds[name])
         member.__dict__.update(state)
@@ -103,15 +128,33 @@ _STOP = frozenset(
 DESCRIPTION_CHARS = 600
 
 
+@lru_cache(maxsize=65536)
+def _hashed(word: str) -> str:
+    # Learner state (checkpoints in PostgreSQL, snapshots in Redis and MLflow) keeps
+    # tokens, and a task's text is its reporter's personal data: tokens are kept
+    # as 48-bit BLAKE2b digests, never as words (same sets, so the same predictions).
+    return hashlib.blake2b(word.encode(), digest_size=6).hexdigest()
+
+
+@lru_cache(maxsize=8192)
+def hashed_text(text: str) -> str:
+    """``text`` as its lower-cased words, each replaced by its digest (for River's own tokenisers).
+
+    >>> hashed_text("Fix the NPE") == " ".join(_hashed(w) for w in ("fix", "the", "npe"))
+    True
+    """
+    return " ".join(_hashed(w) for w in _WORD.findall(text.lower()))
+
+
 @lru_cache(maxsize=8192)
 def _tokens(title: str, description: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for word in _WORD.findall(title.lower()):
         if word not in _STOP:
-            seen["t:" + word] = None
+            seen["t:" + _hashed(word)] = None
     for word in _WORD.findall(description[:DESCRIPTION_CHARS].lower()):
         if word not in _STOP:
-            seen["d:" + word] = None
+            seen["d:" + _hashed(word)] = None
     return tuple(seen)
 
 
@@ -119,10 +162,12 @@ def tokens(x: dict[str, Any]) -> tuple[str, ...]:
     """Unique title (``t:``) and description (``d:``) tokens of a task, cached.
 
     The cache is shared by all learners in the process, so an event is
-    tokenised once however many learners see it.
+    tokenised once however many learners see it. Words are hashed
+    (:func:`_hashed`): no word of the text is kept in a learner's state.
 
-    >>> tokens({"title": "Fix the NPE in build queue", "description": None})
-    ('t:fix', 't:npe', 't:build', 't:queue')
+    >>> toks = tokens({"title": "Fix the NPE in build queue", "description": None})
+    >>> len(toks), toks[0] == "t:" + _hashed("fix"), "fix" in str(toks)
+    (4, True, False)
     """
     title = x.get("title")
     desc = x.get("description")
@@ -135,9 +180,10 @@ def num(x: dict[str, Any], key: str) -> float:
     >>> num({"la": "3"}, "la"), num({}, "la"), num({"la": float("nan")}, "la")
     (3.0, 0.0, 0.0)
     """
-    value = x.get(key)
+    # event data: None, str, list... anything; float() rejects the odd ones below
+    value: Any = x.get(key)
     try:
-        f = float(value)  # type: ignore[arg-type]
+        f = float(value)
     except (TypeError, ValueError):
         return 0.0
     return f if math.isfinite(f) else 0.0

@@ -45,7 +45,7 @@ class ExpertMix(StateLearner):
         self.experts: dict[str, StateLearner] = {n: cls() for n, cls in _EXPERTS.items()}
 
     def _predictions(self, x: dict[str, Any]) -> dict[str, float]:
-        return {n: e.predict_one(x) for n, e in self.experts.items()}  # type: ignore[attr-defined]
+        return {n: e.predict_one(x) for n, e in self.experts.items()}
 
     def _combine(self, project: str, preds: dict[str, float]) -> float:
         errors = self.errors.get(project)
@@ -69,7 +69,7 @@ class ExpertMix(StateLearner):
         for n, p in preds.items():
             errors[n] = decay * errors[n] + (1.0 - decay) * abs(p - float(y))
         for e in self.experts.values():
-            e.learn_one(x, y)  # type: ignore[attr-defined]
+            e.learn_one(x, y)
 
     def snapshot(self) -> bytes:
         state = {k: v for k, v in self.__dict__.items() if k != "experts"}

@@ -108,6 +108,9 @@ class KnnMedian(StateLearner):
             self.postings[project] = {}
         toks, ys, inv = self.toks[project], self.ys[project], self.inv[project]
         postings = self.postings[project]
+        # Whose text each ring entry came from, so forget() can drop it (privacy).
+        owners = self.__dict__.setdefault("owners", {}).setdefault(project, [""] * len(ys))
+        owners.append(str(x.get("subject_id") or ""))
         doc_id = self.first[project] + len(ys)
         new = list(tokens(x))
         toks.append(new)
@@ -123,7 +126,35 @@ class KnnMedian(StateLearner):
                     del postings[tok]
             ys.pop(0)
             inv.pop(0)
+            owners.pop(0)
             self.first[project] += 1
         self.scale[project] = decayed_add(
             self.recent.setdefault(project, {}), self.scale.get(project, 1.0), y, self.half_life
         )
+
+    def forget(self, subject_id: str) -> int:
+        """Drop the tokens of every stored issue of ``subject_id``; returns how many.
+
+        The issue's points stay (a number, not the subject's text); it can no
+        longer be found as a neighbour.
+
+        >>> m = KnnMedian(max_df=1.0)
+        >>> m.learn_one({"project": "a", "title": "crash", "subject_id": "s1"}, 8.0)
+        >>> m.forget("s1"), m.toks["a"], m.postings["a"]
+        (1, [[]], {})
+        """
+        dropped = 0
+        for project, owners in self.__dict__.get("owners", {}).items():
+            first, postings = self.first[project], self.postings[project]
+            for off, owner in enumerate(owners):
+                toks = self.toks[project][off]
+                if owner != subject_id or not toks:
+                    continue
+                for tok in toks:
+                    ids = postings[tok]
+                    ids.remove(first + off)
+                    if not ids:
+                        del postings[tok]
+                self.toks[project][off] = []
+                dropped += 1
+        return dropped

@@ -7,6 +7,10 @@ from typing import Any, ClassVar
 
 from projections.learners.base import StateLearner, num, project_of
 
+#: starting log-odds of every project's intercept, sigmoid(-2) ≈ 0.12: most changes
+#: introduce no defect, so an unseen project's first scores mean "probably clean"
+BIAS_PRIOR = -2.0
+
 
 def change_features(x: dict[str, Any]) -> dict[str, float]:
     """Log-scaled just-in-time metrics; ``la``/``ld`` are turned back into absolute lines.
@@ -44,7 +48,9 @@ class OnlineLogistic(StateLearner):
 
     Before any label arrives the model ranks by size: the weight of the
     ``size`` feature (``log1p(lines added + files)``) starts at ``prior``,
-    encoding the well-known size/defect relation instead of a coin flip.
+    encoding the well-known size/defect relation instead of a coin flip, and
+    the intercept starts at :data:`BIAS_PRIOR`. Both are learned; the score
+    served is the one trained (same weights, same intercept).
     AdaGrad step sizes make the fixed log scales of the metrics harmless.
 
     >>> m = OnlineLogistic()
@@ -70,29 +76,30 @@ class OnlineLogistic(StateLearner):
     def _model(self, project: str) -> dict[str, Any]:
         model = self.models.get(project)
         if model is None:
-            model = {"w": {"size": self.prior, "": -2.0}, "g2": {}}
+            model = {"w": self._initial_weights(), "g2": {}}
             self.models[project] = model
         return model
 
-    def _score(self, model: dict[str, Any], f: dict[str, float]) -> float:
-        w = model["w"]
+    def _initial_weights(self) -> dict[str, float]:
+        return {"size": self.prior, "": BIAS_PRIOR}
+
+    @staticmethod
+    def _score(w: dict[str, float], f: dict[str, float]) -> float:
+        # the intercept is keyed "" so that it can never collide with a feature name
         s = w[""] + sum(w.get(k, 0.0) * v for k, v in f.items())
         return 1.0 / (1.0 + math.exp(-max(min(s, 30.0), -30.0)))
 
     def predict_one(self, x: dict[str, Any]) -> float:
-        model = self._model_or_new(project_of(x))
-        w = model["w"]
-        s = -2.0 + sum(w.get(k, 0.0) * v for k, v in change_features(x).items())
-        return 1.0 / (1.0 + math.exp(-max(min(s, 30.0), -30.0)))
-
-    def _model_or_new(self, project: str) -> dict[str, Any]:
-        model = self.models.get(project)
-        return model if model is not None else {"w": {"size": self.prior, "": -2.0}}
+        model = self.models.get(project_of(x))
+        # an unseen project is scored by the priors without being stored:
+        # predicting must not change the state (snapshots stay deterministic)
+        w = model["w"] if model is not None else self._initial_weights()
+        return self._score(w, change_features(x))
 
     def learn_one(self, x: dict[str, Any], y: float) -> None:
         model = self._model(project_of(x))
         f = change_features(x)
-        g = self._score(model, f) - float(y)
+        g = self._score(model["w"], f) - float(y)
         w, g2 = model["w"], model["g2"]
         f[""] = 1.0
         for key, value in f.items():

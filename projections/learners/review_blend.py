@@ -37,12 +37,12 @@ class ReviewBlend(StateLearner):
         }
 
     def predict_one(self, x: dict[str, Any]) -> float:
-        z = sum(_logit(p.predict_one(x)) for p in self.parts.values()) / len(self.parts)  # type: ignore[attr-defined]
+        z = sum(_logit(p.predict_one(x)) for p in self.parts.values()) / len(self.parts)
         return 1.0 / (1.0 + math.exp(-z))
 
     def learn_one(self, x: dict[str, Any], y: float) -> None:
         for part in self.parts.values():
-            part.learn_one(x, y)  # type: ignore[attr-defined]
+            part.learn_one(x, y)
 
     def snapshot(self) -> bytes:
         parts = {n: p.__dict__ for n, p in self.parts.items()}

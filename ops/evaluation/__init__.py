@@ -1,1 +1,0 @@
-"""Evaluations that measure the agents against an independent reference (``selflearn evaluate``)."""
