@@ -165,3 +165,55 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
         pipe.exists(f"{lab.prefix}:m:{{{ev.producer}}}:e:{ev.event_id}")
     lost["memory"] = sum(1 for present in pipe.execute() if not present)
     return Verdict(lost, dup, unseen, gaps, wrong)
+
+
+def explain(lab: Lab, sent: list[Envelope], limit: int = 5) -> str:
+    """For a failed verdict: where the events missing from the archive sit in the broker.
+
+    Lists up to ``limit`` of them with every (topic, partition, offset) holding
+    their id, and the group's committed offsets of those partitions.
+    """
+    import asyncio
+
+    import orjson
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from schemas.catalog import STREAMS, topic_name
+    from tests.kafka_util import read_topic
+
+    ids = {str(ev.event_id): ev for ev in sent}
+    with psycopg.connect(lab.addresses.database_url) as conn:
+        found = {str(r[0]) for r in conn.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s)", (list(ids),))}
+    missing = [i for i in ids if i not in found][:limit]
+    if not missing:
+        return "archive complete"
+    where: dict[str, list[tuple[str, int, int]]] = {i: [] for i in missing}
+    for stream in STREAMS:
+        topic = topic_name(lab.prefix, stream)
+        for part, off, value in read_topic(lab.addresses.kafka_bootstrap, topic,
+                                           until=lambda got: False, timeout=5):
+            try:
+                eid = orjson.loads(value or b"{}").get("event_id")
+            except orjson.JSONDecodeError:
+                continue
+            if eid in where:
+                where[eid].append((stream, part, off))
+
+    async def committed() -> dict[object, object]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=lab.addresses.kafka_bootstrap)
+        await admin.start()
+        try:
+            return dict(await admin.list_consumer_group_offsets(f"{lab.prefix}-projections"))
+        finally:
+            await admin.close()
+
+    offsets = asyncio.run(committed())
+    lines = []
+    for eid in missing:
+        ev = ids[eid]
+        lines.append(f"{eid} {ev.type} {ev.producer} seq={ev.sequence} at {where[eid]}")
+    marks = {f"{tp.topic}:{tp.partition}": o.offset  # type: ignore[attr-defined]
+             for tp, o in offsets.items()}
+    lines.append(f"committed: {marks}")
+    return "\n".join(lines)
