@@ -34,6 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
+from schemas.envelope import check_size
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,10 @@ class AgentClient:
                     producer_id=self.producer_id, producer_epoch=self.producer_epoch,
                     sequence=seq,
                 )
+                data = encode(event)
+                check_size(len(data))  # the worker would dead-letter it; say so here
                 self._next_seq[stream] = seq + 1
-                self._submit(self._topics[event.type], encode(event))
+                self._submit(self._topics[event.type], data)
         except EventValidationError as exc:
             attempt = {"type": event_type, "payload": payload, "subject_id": subject_id}
             return self._reject(orjson.dumps(attempt, default=str), exc)

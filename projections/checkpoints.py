@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -56,7 +57,7 @@ class CheckpointStore:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(self.DDL)
 
-    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S)
 
     def save(self, projection: str, states: dict[int, bytes]) -> None:

@@ -182,11 +182,30 @@ def event_for(i: int, agent: str) -> tuple[str, dict[str, object]]:
                               "estimate": float(i % 13)}
 
 
+REVIEW_CONTEXT = {"change_id": "c", "project": "Ant", "la": 0.4, "lt": 120.0, "nf": 3}
+
+
+def recorded(client: AgentClient, into: list[Envelope]) -> AgentClient:
+    """Make ``client`` append every envelope it emits (``decide`` emits two) to ``into``."""
+    emit = client.emit
+
+    def recording(*args: object, **kw: object) -> object:
+        ev = emit(*args, **kw)  # type: ignore[arg-type]
+        assert isinstance(ev, Envelope), ev
+        into.append(ev)
+        return ev
+
+    client.emit = recording  # type: ignore[method-assign,assignment]
+    return client
+
+
 class Traffic:
     """Emits a steady, bounded mix of events from ``clients`` on a thread; keeps what was sent.
 
     ``rate`` is events per second over all clients, ``limit`` the most it sends;
-    :meth:`stop` returns every envelope ``emit`` accepted.
+    a client made with a ``decision_kind`` (``review_risk``) decides instead of
+    emitting, which also makes the worker publish shadow predictions and
+    policies. :meth:`stop` returns every envelope the clients emitted.
     """
 
     def __init__(self, clients: list[AgentClient], *, rate: float, limit: int,
@@ -195,6 +214,8 @@ class Traffic:
         self.rate = rate
         self.limit = limit
         self.sent: list[Envelope] = []
+        for c in clients:
+            recorded(c, self.sent)
         self._rng = random.Random(seed)
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
@@ -209,9 +230,10 @@ class Traffic:
             if self._halt.is_set():
                 return
             client = self.clients[self._rng.randrange(len(self.clients))]
-            ev = client.emit(*event_for(i, client.agent_id))
-            assert isinstance(ev, Envelope), ev
-            self.sent.append(ev)
+            if client.engine is not None:
+                client.decide({**REVIEW_CONTEXT, "change_id": f"c{i}", "nf": i % 9})
+            else:
+                client.emit(*event_for(i, client.agent_id))
             ahead = started + (i + 1) / self.rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)

@@ -31,9 +31,14 @@ from schemas import Envelope
 from schemas.policy import LivePolicy
 from schemas.settings import Addresses, Settings
 from tests.reliability.harness import Lab, check, explain
-from tests.reliability.private import PrivatePostgres, PrivateRedis, Traffic, blocked_at
-
-CONTEXT = {"change_id": "c", "project": "Ant", "la": 0.4, "lt": 120.0, "nf": 3}
+from tests.reliability.private import (
+    REVIEW_CONTEXT,
+    PrivatePostgres,
+    PrivateRedis,
+    Traffic,
+    blocked_at,
+    recorded,
+)
 
 
 @dataclasses.dataclass
@@ -59,25 +64,16 @@ def world(settings: Settings, stack: Addresses, tmp_path: Path) -> Iterator[Worl
 
 
 class Decider:
-    """An agent that decides on a thread; keeps every answer and every event it emitted."""
+    """An agent that decides; keeps every answer and every event it emitted."""
 
     def __init__(self, client: AgentClient) -> None:
-        self.client = client
         self.events: list[Envelope] = []
+        self.client = recorded(client, self.events)
         self.answers: list[tuple[float, Decision]] = []
-        emit = client.emit
-
-        def recording(*args: object, **kw: object) -> object:
-            ev = emit(*args, **kw)  # type: ignore[arg-type]
-            assert isinstance(ev, Envelope), ev
-            self.events.append(ev)
-            return ev
-
-        client.emit = recording  # type: ignore[method-assign,assignment]
 
     def decide(self, n: int = 1) -> Decision:
         for _ in range(n):
-            d = self.client.decide(CONTEXT)
+            d = self.client.decide(REVIEW_CONTEXT)
             self.answers.append((time.monotonic(), d))
         return d
 
@@ -128,10 +124,12 @@ def _run(world: World, pg_s: float, redis_s: float, how: str) -> None:
     assert good is not None
     served = {f"{r.name}:{r.version}" for r in (good.champion, good.challenger) if r}
 
+    steps: tuple[Callable[[], None], ...]
     if how == "stop":
-        pg_down, pg_back, rd_down, rd_back = _stop_mid_checkpoint(pg), pg.start, rd.stop, rd.start
+        steps = (_stop_mid_checkpoint(pg), pg.start, rd.stop, rd.start)
     else:
-        pg_down, pg_back, rd_down, rd_back = pg.freeze, pg.thaw, rd.freeze, rd.thaw
+        steps = (pg.freeze, pg.thaw, rd.freeze, rd.thaw)
+    pg_down, pg_back, rd_down, rd_back = steps
     _away(pg_s, decider, pg_down, pg_back)
     during_redis = _away(redis_s, decider, rd_down, rd_back)
 
