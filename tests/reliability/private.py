@@ -159,7 +159,8 @@ class ProxiedBroker:
 
 def kill9(worker: Spawned) -> None:
     """``kill -9`` a worker: no revoke, no checkpoint, no commit."""
-    stop(worker.pid, worker.create_time, sig=signal.SIGKILL, timeout=10)
+    assert stop(worker.pid, worker.create_time, sig=signal.SIGKILL, timeout=10), \
+        f"worker {worker.pid} was not running"
 
 
 # -- traffic -------------------------------------------------------------------------
