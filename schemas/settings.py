@@ -350,17 +350,54 @@ def default_mlflow_uri(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'mlflow.db'}"
 
 
-def _is_alive(pid: int, create_time: float | None) -> bool:
-    """True when ``pid`` runs and was started at ``create_time`` (a reused PID is not)."""
+def process_started(pid: int) -> float:
+    """When process ``pid`` started, in seconds since boot (its identity with the PID).
+
+    Not psutil's ``create_time``: that one is boot time *on the wall clock* plus
+    the start offset, so an NTP step or a resumed VM moves every process's
+    ``create_time`` and a live process no longer matches its record (the test
+    suite saw a 30 s step: ``kill -9`` and ``selflearn down`` then skipped
+    processes that were still running). Seconds since boot never move.
+
+    >>> import os
+    >>> 0 < process_started(os.getpid()) <= process_started(os.getpid())
+    True
+    """
     import psutil  # local: keeps the settings import light
+
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in ticks
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(pid) from None
+    except (OSError, ValueError, IndexError):  # no procfs: psutil, wall-clock based
+        return float(psutil.Process(pid).create_time() - psutil.boot_time())
+
+
+def same_process(pid: int, started: float | None) -> bool:
+    """True when ``pid`` is the process recorded with start ``started`` (None: any).
+
+    ``started`` comes from :func:`process_started`; an older record holding an
+    epoch ``create_time`` (any value above 10^9) is compared the old way.
+    """
+    import psutil
 
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return not (create_time and abs(proc.create_time() - create_time) > 1.0)
+        if not started:
+            return True
+        now = proc.create_time() if started > 1e9 else process_started(pid)
+        return abs(now - started) <= 1.0
     except psutil.Error:
         return False
+
+
+def _is_alive(pid: int, create_time: float | None) -> bool:
+    """True when ``pid`` runs and was started at ``create_time`` (a reused PID is not)."""
+    return same_process(pid, create_time)
 
 
 def _recorded_address(stack: dict[str, Any] | None, server: str) -> tuple[str | None, str]:

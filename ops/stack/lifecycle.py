@@ -34,6 +34,7 @@ from schemas.settings import (
     Addresses,
     Settings,
     default_mlflow_uri,
+    process_started,
     read_stack_file,
     resolve,
 )
@@ -149,11 +150,9 @@ def _adopt_postmaster(data_dir: Path) -> dict[str, Any] | None:
         servers.postgres_ready(port)
     except Exception:  # noqa: BLE001 - not answering: let the normal start report it
         return None
-    import psutil
-
     return {
         "address": address, "port": port, "pid": pid,
-        "create_time": psutil.Process(pid).create_time(),
+        "create_time": process_started(pid),
         "log": str(data_dir / "logs" / "postgres.log"),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
