@@ -34,6 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
+from schemas.envelope import check_size
 from schemas.protect import CONTEXT_PERSONAL, Protector, personal_paths
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,9 @@ class AgentClient:
                     producer_id=self.producer_id, producer_epoch=self.producer_epoch,
                     sequence=seq,
                 )
+                # Too large for the broker: refused here, where the caller can see it
+                # (the background thread encodes again after sealing personal text).
+                check_size(len(encode(event)))
                 self._next_seq[stream] = seq + 1
                 self._submit_event(event)
         except EventValidationError as exc:
