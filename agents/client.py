@@ -160,7 +160,8 @@ class AgentClient:
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
         from projections.sealing import use_settings
-        from schemas.settings import Settings, resolve
+        from schemas.addresses import resolve
+        from schemas.settings import Settings
 
         settings = settings or Settings()
         use_settings(settings)  # the key that checks model snapshots read from Redis

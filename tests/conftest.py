@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,10 @@ from agents.client import AgentClient, Rejected
 from ops.stack.processes import free_port, port_open, stop
 from ops.stack.servers import kafka_address, start_kafka
 from schemas import Envelope, decode
+from schemas.addresses import Addresses
 from schemas.catalog import DEAD_LETTER, topic_name
 from schemas.deadletter import original_bytes, parse_dead_letter
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 

@@ -29,15 +29,14 @@ from ops.stack import servers
 from ops.stack.probes import PROBES
 from ops.stack.processes import Spawned, free_port, is_alive, stop, tail, wait_until
 from ops.stack.workers import stop_workers
-from schemas.settings import (
-    SERVERS,
+from schemas.addresses import (
     Addresses,
-    Settings,
     default_mlflow_uri,
     process_started,
     read_stack_file,
     resolve,
 )
+from schemas.settings import SERVERS, Settings
 
 
 class StackError(RuntimeError):

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from schemas.settings import process_started, same_process
+from schemas.addresses import process_started, same_process
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,7 +43,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 class Spawned:
     """A started process: its PID, start time (for identity) and log file.
 
-    ``create_time`` is seconds since boot (:func:`schemas.settings.process_started`),
+    ``create_time`` is seconds since boot (:func:`schemas.addresses.process_started`),
     so a wall-clock step does not make a running process look like another.
     """
 

@@ -28,7 +28,8 @@ from projections.features import deltas, reference
 from projections.online import MEMORY_TYPES
 from projections.policy_store import PolicyStore
 from schemas import Envelope
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 
 class PrivateBroker:

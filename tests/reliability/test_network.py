@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from agents.client import AgentClient
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 from tests.reliability.faultproxy import FaultProxy, from_process, not_from_process
 from tests.reliability.harness import Lab, check, explain
 from tests.reliability.private import ProxiedBroker, Traffic

@@ -28,8 +28,9 @@ import pytest
 from agents.client import AgentClient
 from agents.decision import Decision
 from schemas import Envelope
+from schemas.addresses import Addresses
 from schemas.policy import LivePolicy
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.reliability.harness import Lab, check, explain
 from tests.reliability.private import (
     REVIEW_CONTEXT,
