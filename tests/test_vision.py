@@ -16,7 +16,9 @@ import pytest
 
 from agents.vision import (
     EVENT_TYPE,
+    CenterFace,
     FaceDetector,
+    HaarFinder,
     VisionPipeline,
     anonymize,
     clip_box,
@@ -25,6 +27,7 @@ from agents.vision import (
 )
 from agents.vision.capture import is_live
 from ops.data import data_path
+from ops.usecases.faces import coverage, detect_reference, reference_detector
 
 VIDEO = data_path("video/Megamind.avi")
 PAYLOAD_KEYS = {"camera_id", "frame_no", "fps", "capture_latency_ms", "processing_latency_ms",
@@ -241,8 +244,52 @@ def test_sources_are_validated_with_helpful_errors() -> None:
         open_source("/nonexistent/clip.avi")
     assert is_live(0) and is_live("1") and not is_live(str(VIDEO))
     with pytest.raises(ValueError, match="min_face_px"):
-        FaceDetector(min_face_px=10)
+        HaarFinder(min_face_px=10)
+    with pytest.raises(ValueError, match="input_width"):
+        CenterFace(input_width=16)
+    with pytest.raises(ValueError, match="detect_every"):
+        FaceDetector(detect_every=0)
 
 
 def test_frames_are_emitted_with_the_file_stem_as_camera_id(clip_run: ClipRun) -> None:
     assert {p["camera_id"] for _, p in clip_run.events} == {"Megamind"}
+
+
+# Megamind frame 76: the woman laughing, eyes closed, head tilted. CenterFace scores her
+# face 0.72; neither the agent's former detector (Haar on a 0.375x image) nor Haar at
+# full size (scaleFactor 1.1, minNeighbors 5) puts a box on it.
+CASCADE_MISSES_FRAME = 76
+
+
+def frame_at(path: object, frame_no: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    for _ in range(frame_no + 1):
+        ok, frame = cap.read()
+        assert ok, f"clip has fewer than {frame_no + 1} frames"
+    cap.release()
+    return np.asarray(frame, dtype=np.uint8)
+
+
+def test_a_face_the_cascade_misses_is_still_blurred() -> None:
+    original = frame_at(VIDEO, CASCADE_MISSES_FRAME)
+    height, width = original.shape[:2]
+    faces = [d for d in detect_reference(reference_detector(), original) if d[4] >= 0.5]
+    assert faces, "CenterFace finds no face on this frame: clip or model changed?"
+    cascade = cv2.CascadeClassifier(
+        cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
+    full_size = [(int(x), int(y), int(w), int(h)) for x, y, w, h in cascade.detectMultiScale(
+        cv2.cvtColor(original, cv2.COLOR_BGR2GRAY), scaleFactor=1.1, minNeighbors=5)]
+    former = FaceDetector(HaarFinder(), detect_every=2, pad=0.15).detect(original)
+    missed = [face for face in faces
+              if max(coverage([[face]], [former], width, height)[0],
+                     coverage([[face]], [full_size], width, height)[0]) < 0.5]
+    assert missed, "the cascade now finds every face here: pick another frame"
+
+    pipeline = VisionPipeline(VIDEO, lambda t, p: None, target_fps=0)
+    blurred, boxes = pipeline.process(original.copy())
+
+    assert min(coverage([missed], [boxes], width, height)) >= 0.9
+    for x1, y1, x2, y2, _ in missed:
+        r0, r1, c0, c1 = int(y1), int(np.ceil(y2)), int(x1), int(np.ceil(x2))
+        changed = (blurred[r0:r1, c0:c1] != original[r0:r1, c0:c1]).all(axis=2)
+        assert changed.mean() >= 0.9

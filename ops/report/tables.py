@@ -26,3 +26,17 @@ def print_evaluation(what: str, result: dict[str, Any]) -> None:
         table.add_row(project, str(row["n"]), *(f"{row[metric].get(n, float('nan')):.3f}"
                                                 for n in learners))
     Console().print(table)
+
+
+def print_faces(result: dict[str, Any]) -> None:
+    """``evaluate faces``: one row per clip."""
+    columns = {"frames": "frames", "reference_boxes": "faces", "mean_coverage": "mean",
+               "boxes_90pct_covered": ">=90%", "boxes_under_50pct": "<50%",
+               "mean_blurred_area": "blurred", "fps": "fps", "fps_per_core": "fps/core"}
+    table = Table(title=f"faces: share of each reference box blurred ({result['reference']})")
+    table.add_column("clip")
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for clip, row in result["clips"].items():
+        table.add_row(clip, *(str(row[k]) for k in columns))
+    Console().print(table)

@@ -10,6 +10,7 @@ command modules in :mod:`ops.cli` call these and print the result.
 * :mod:`ops.usecases.replay` — read events back; rebuild the features and compare.
 * :mod:`ops.usecases.evaluate` — prequential evaluation, offline or through the pipeline.
 * :mod:`ops.usecases.vision` — run the vision agent with its metrics.
+* :mod:`ops.usecases.faces` — how much of every face a DNN detector sees the agent blurs.
 * :mod:`ops.usecases.lineage` — a decision's model, snapshot, registry run, training
   offsets and promotions; the decisions a model version served.
 """
