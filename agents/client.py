@@ -34,6 +34,7 @@ from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.deadletter import dead_letter
+from schemas.envelope import check_size
 from schemas.protect import CONTEXT_PERSONAL, Protector, personal_paths
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ class AgentClient:
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
         """Connect with the configured (or embedded-stack) addresses."""
         from projections.sealing import use_settings
-        from schemas.settings import Settings, resolve
+        from schemas.addresses import resolve
+        from schemas.settings import Settings
 
         settings = settings or Settings()
         use_settings(settings)  # the key that checks model snapshots read from Redis
@@ -207,6 +209,9 @@ class AgentClient:
                     producer_id=self.producer_id, producer_epoch=self.producer_epoch,
                     sequence=seq,
                 )
+                # Too large for the broker: refused here, where the caller can see it
+                # (the background thread encodes again after sealing personal text).
+                check_size(len(encode(event)))
                 self._next_seq[stream] = seq + 1
                 self._submit_event(event)
         except EventValidationError as exc:

@@ -50,8 +50,13 @@ def memory_entries(events: Sequence[Sourced]) -> list[tuple[str, str, dict[str, 
     return out
 
 
-def _until_applied(write: Callable[[], T], sleep: Callable[[float], None]) -> T:
-    """Call ``write`` until Redis answers (exponential back-off, at most 2 s apart)."""
+def until_redis_answers(write: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``write`` until Redis answers (exponential back-off, at most 2 s apart).
+
+    Only for writes that are idempotent (the feature script, memory entries,
+    a policy publish that only a newer revision wins): a write whose answer
+    was lost is simply made again.
+    """
     delay = 0.05
     while True:
         try:
@@ -80,7 +85,7 @@ class FeatureProjection:
 
     def apply(self, batch: Sequence[Sourced]) -> int:
         """Add the batch's events to their entities' counters; returns how many were new."""
-        return _until_applied(lambda: self.store.apply(batch), self._sleep)
+        return until_redis_answers(lambda: self.store.apply(batch), self._sleep)
 
     def forget(self, subject_id: str) -> int:
         """Features are kept per agent and per camera, never per data subject: nothing to drop.
@@ -115,9 +120,9 @@ class MemoryProjection:
             return 0
         subjects = {str(ev.event_id): ev.subject_id for _, _, _, ev in batch
                     if ev.subject_id is not None}
-        return _until_applied(lambda: self.memory.remember_many(entries, subjects),
+        return until_redis_answers(lambda: self.memory.remember_many(entries, subjects),
                               self._sleep)
 
     def forget(self, subject_id: str) -> int:
         """Delete the entries of every event naming ``subject_id``; returns how many."""
-        return _until_applied(lambda: self.memory.forget(subject_id), self._sleep)
+        return until_redis_answers(lambda: self.memory.forget(subject_id), self._sleep)

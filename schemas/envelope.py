@@ -32,6 +32,11 @@ ENVELOPE_FIELDS = (
     "envelope_version", "producer_id", "producer_epoch", "sequence",
 )
 _IDENTITY = ("producer_id", "producer_epoch", "sequence")
+# Largest encoded event accepted (docs/wire-contract.md): ~100x a typical event.
+# Every projection holds events (memory in Redis, the archive, replay), and a
+# record must stay under the broker's and clients' 1 MB default with room for
+# its dead-letter wrapping.
+MAX_EVENT_BYTES = 256 * 1024
 _ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
 _REQUIRED = ("event_id", "type", "schema_version", "occurred_at", "producer", "payload")
 
@@ -300,10 +305,25 @@ def from_dict(raw: Any) -> Envelope:
     )
 
 
+def check_size(n: int) -> None:
+    """Raise ``too_large`` for an encoded event of ``n`` bytes above :data:`MAX_EVENT_BYTES`.
+
+    >>> check_size(MAX_EVENT_BYTES + 1)
+    Traceback (most recent call last):
+    ...
+    schemas.errors.EventValidationError: too_large: event is 262145 bytes; at most 262144 accepted
+    """
+    if n > MAX_EVENT_BYTES:
+        raise EventValidationError(
+            ReasonCode.TOO_LARGE, f"event is {n} bytes; at most {MAX_EVENT_BYTES} accepted"
+        )
+
+
 def decode(data: bytes | bytearray | memoryview | str | None) -> Envelope:
     """Parse and validate wire bytes; raises :class:`EventValidationError` with a reason code."""
     if data is None:
         raise EventValidationError(ReasonCode.MALFORMED, "empty message (no value)")
+    check_size(len(data))
     try:
         raw = orjson.loads(data)
     except (orjson.JSONDecodeError, TypeError) as exc:

@@ -15,6 +15,7 @@ class ReasonCode(StrEnum):
     BAD_FIELD = "bad_field"  # wrong type or value
     UNKNOWN_TYPE = "unknown_type"
     UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_LARGE = "too_large"  # encoded event above schemas.envelope.MAX_EVENT_BYTES
     PII_DETECTED = "pii_detected"
     PROCESSING_FAILED = "processing_failed"
 

@@ -160,7 +160,8 @@ class BatchIntake(ConsumerRebalanceListener):
         return [tp for tp in partitions if tp.topic not in changed and now.get(tp.topic)]
 
     async def _checkpoint_and_commit(self, partitions: list[TopicPartition]) -> None:
-        await asyncio.to_thread(self.pipeline.checkpoint)
+        if not await asyncio.to_thread(self.pipeline.checkpoint):
+            return  # not saved (PostgreSQL away): committing would skip what it lacks
         partitions = await self._same_incarnation(partitions)
         offsets = {tp: OffsetAndMetadata(self.done[tp], self.topic_ids.get(tp.topic) or "")
                    for tp in partitions if tp in self.done}

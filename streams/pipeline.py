@@ -14,10 +14,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import redis
+
 from projections.archive_projection import ArchiveProjection
 from projections.base import Sourced
+from projections.checkpoints import CheckpointUnavailable
 from projections.learning import LearningRuntime
-from projections.online import FeatureProjection, MemoryProjection
+from projections.online import FeatureProjection, MemoryProjection, until_redis_answers
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
 from projections.registry import ModelRegistry
@@ -131,7 +134,9 @@ class WorkerPipeline:
 
     def _publish(self, t: Transition, partition: int) -> None:
         """New live policy to Redis (read models poll it); models entering canary to MLflow."""
-        if not self.policies.publish(t.policy, t.snapshots):
+        # Retried through a Redis outage like the features: the batch is not
+        # acknowledged until it is applied, and only a newer revision wins.
+        if not until_redis_answers(lambda: self.policies.publish(t.policy, t.snapshots)):
             return  # not newer: a replay of a transition already published
         self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
         if self.registry is not None and t.event.type.startswith("promotion."):
@@ -150,14 +155,26 @@ class WorkerPipeline:
         owned = {p for p in self.learning.shards if p not in partitions}
         self.learning.shards = {p: s for p, s in self.learning.shards.items() if p in owned}
 
-    def checkpoint(self) -> None:
-        """Save learning state; after this the batches it covers may be acknowledged."""
-        self.learning.checkpoint()
+    def checkpoint(self) -> bool:
+        """Save learning state; True when saved: only then may the batches it covers be acked.
+
+        False during a PostgreSQL outage: nothing is acknowledged, the next
+        checkpoint tries again, and a crash meanwhile only re-delivers.
+        """
+        try:
+            self.learning.checkpoint()
+        except CheckpointUnavailable as exc:
+            log.warning("%s; acknowledging nothing until a checkpoint is saved", exc)
+            return False
         gaps = self.learning.gaps()
         self.sensor.on_gaps(gaps)
         if gaps:
-            self.policies.record_gaps(gaps)
+            try:  # for `selflearn status` only: the checkpoint holds the real count
+                self.policies.record_gaps(gaps)
+            except redis.RedisError as exc:
+                log.warning("gaps not recorded in Redis (%s); next checkpoint will", exc)
         for shard in self.learning.shards.values():
             for agent in shard.shadow.models:
                 for model, metrics in shard.shadow.metrics(agent).items():
                     self.sensor.on_learner(agent, model, metrics)
+        return True

@@ -58,7 +58,9 @@ class StreamIntake:
                     await self._release()
 
     async def _release(self) -> None:
-        await asyncio.to_thread(self.pipeline.checkpoint)
+        self.last = time.monotonic()
+        if not await asyncio.to_thread(self.pipeline.checkpoint):
+            return  # not saved (PostgreSQL away): keep holding, try at the next one
         for event in self.held:
             await self.stream.ack(event)
         self.held.clear()

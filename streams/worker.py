@@ -32,10 +32,11 @@ from projections.memory import ShortTermMemory
 from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
+from schemas.addresses import Addresses, StackNotRunning, resolve
 from schemas.catalog import STREAMS, topic_name
 from schemas.cipher import FieldCipher
 from schemas.protect import key_store
-from schemas.settings import Addresses, Settings, StackNotRunning, resolve
+from schemas.settings import Settings
 from streams.incarnations import TopicIncarnations
 from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline

@@ -8,13 +8,15 @@ Each session gets its own ``topic_prefix``, so two runs can share a broker.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,13 @@ def stack(settings: Settings) -> Iterator[Addresses]:
         yield addresses
     finally:
         down(settings)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only when asked: ``-m slow`` or ``FAULT_SLOW=1``."""
+    if os.environ.get("FAULT_SLOW") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or FAULT_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

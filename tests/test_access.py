@@ -27,7 +27,8 @@ from ops.access.rbac import ROLES, RoleStore, identify, operations
 from ops.cli.root import app
 from ops.stack.workers import worker_env
 from ops.usecases.operator_commands import send_command
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 VIEWER = {"status", "fleet", "report"}
 OPERATOR = VIEWER | {"up", "down", "worker", "vision", "demo", "bench", "evaluate", "promote",

@@ -27,7 +27,7 @@ from projections.base import Sourced
 from projections.feature_store import OnlineFeatureStore
 from projections.replay import point_in_time_features, read_events, rebuild_features
 from schemas import Envelope
-from schemas.settings import Addresses
+from schemas.addresses import Addresses
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -34,9 +34,10 @@ from projections.datasets import iter_storypoints
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas import decode
+from schemas.addresses import Addresses
 from schemas.catalog import topic_name
 from schemas.policy import LivePolicy, ModelRef, model_key
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 N = 1000

@@ -33,7 +33,7 @@ from ops.access.trail import (
 )
 from projections.archive import EventArchive
 from schemas import new_event
-from schemas.settings import Addresses
+from schemas.addresses import Addresses
 
 N = 8
 

@@ -16,9 +16,10 @@ import redis
 from agents.client import AgentClient
 from agents.decision import LEARNERS, DecisionEngine, new_learner
 from schemas import decode
+from schemas.addresses import Addresses
 from schemas.catalog import topic_name
 from schemas.policy import LivePolicy, ModelRef, bucket, model_key, policy_key
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 AGENT = "code-reviewer"

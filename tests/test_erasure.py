@@ -30,11 +30,12 @@ from projections import archive_sql as q
 from projections.archive import EventArchive
 from projections.feature_store import OnlineFeatureStore
 from schemas import Envelope, decode
+from schemas.addresses import Addresses
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.cipher import ERASED, FieldCipher
 from schemas.keystore_file import FileKeyStore
 from schemas.protect import REDACTED, reveal
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 SUBJECTS = ("r-alpha", "r-bravo", "r-charlie")

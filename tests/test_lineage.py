@@ -24,8 +24,9 @@ from projections.archive import EventArchive
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas import Envelope, new_event
+from schemas.addresses import Addresses
 from schemas.policy import LivePolicy, ModelRef, model_key
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PART = 2

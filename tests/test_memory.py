@@ -11,7 +11,7 @@ import redis
 from projections.memory import ShortTermMemory
 from projections.online import MemoryProjection
 from schemas import Envelope, new_event
-from schemas.settings import Addresses
+from schemas.addresses import Addresses
 
 
 @pytest.fixture

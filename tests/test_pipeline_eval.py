@@ -14,7 +14,8 @@ from ops.demo.pipeline_eval import evaluate_through_pipeline
 from projections.datasets import read_storypoints
 from projections.evaluate import evaluate_storypoints
 from projections.learners import TASK_LEARNERS
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 PROJECTS = ("bamboo", "mule")
 ROWS = 150

@@ -52,8 +52,8 @@ from projections.online import FeatureProjection, MemoryProjection
 from projections.promotion import PromotionProjection
 from projections.shadow import ShadowProjection
 from schemas import CATALOG, Envelope, new_event
+from schemas.addresses import Addresses
 from schemas.envelope import thaw
-from schemas.settings import Addresses
 
 BATCH = 8  # events per apply in straight runs
 

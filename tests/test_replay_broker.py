@@ -6,8 +6,9 @@ from pathlib import Path
 
 from agents.client import AgentClient
 from projections.replay import read_broker
+from schemas.addresses import Addresses
 from schemas.catalog import topic_name
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 
 
 def test_read_broker_returns_every_event_in_time_order(stack: Addresses, settings: Settings,

@@ -27,8 +27,9 @@ from projections.policy_store import PolicyStore
 from projections.sealing import SnapshotTampered, dumps_sealed
 from projections.shadow import ShadowProjection
 from schemas import new_event
+from schemas.addresses import Addresses
 from schemas.policy import LivePolicy, ModelRef, model_key
-from schemas.settings import Addresses, Settings, snapshot_key
+from schemas.settings import Settings, snapshot_key
 
 TASK_ROWS = [(r.x, r.storypoint) for r in islice(iter_storypoints(data_path("storypoints")), 200)]
 REVIEW_ROWS = [(r.x, float(r.bug)) for r in read_changes(data_path("changes"), "IVY")[:200]]

@@ -13,10 +13,11 @@ import orjson
 from agents.client import AgentClient, Rejected
 from ops.stack.processes import free_port, port_open, stop
 from ops.stack.servers import kafka_address, start_kafka
-from schemas import decode
+from schemas import Envelope, decode
+from schemas.addresses import Addresses
 from schemas.catalog import DEAD_LETTER, topic_name
 from schemas.deadletter import original_bytes, parse_dead_letter
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 
@@ -133,16 +134,23 @@ def test_bad_input_is_rejected_never_raised_and_kept(
     unknown = client.emit("no.such.type", {"x": 1})
     missing = client.emit("task.completed", {"task_id": "t"})
     garbage = client.emit_raw(b"\xff\xfe not json")
+    huge = client.emit("task.estimated", {"task_id": "t", "project": "p", "title": "x" * 300_000,
+                                          "description": "", "estimate": 1.0})
     good = client.emit("task.completed", _task("agent-bad", 1))
     assert isinstance(unknown, Rejected) and unknown.reason == "unknown_type"
     assert isinstance(missing, Rejected) and missing.reason == "missing_field"
     assert isinstance(garbage, Rejected) and garbage.reason == "malformed"
-    assert not isinstance(good, Rejected)
+    assert isinstance(huge, Rejected) and huge.reason == "too_large"
+    assert isinstance(good, Envelope) and good.sequence == 0  # rejects leave no gap
     assert client.flush(30)
     client.close()
-    dead = read_topic(stack.kafka_bootstrap, topic_name(prefix, DEAD_LETTER), expect=3)
+    dead = read_topic(stack.kafka_bootstrap, topic_name(prefix, DEAD_LETTER), expect=4)
     records = [parse_dead_letter(v or b"") for _, _, v in dead]
-    assert sorted(r["reason"] for r in records) == ["malformed", "missing_field", "unknown_type"]
+    assert sorted(r["reason"] for r in records) == ["malformed", "missing_field", "too_large",
+                                                    "unknown_type"]
+    too_large = next(r for r in records if r["reason"] == "too_large")
+    # Personal fields never reach a dead letter: the 300 000-character title is withheld.
+    assert b"x" * 100 not in original_bytes(too_large)
     assert b"\xff\xfe not json" in [original_bytes(r) for r in records]
     assert any(orjson.loads(original_bytes(r)).get("type") == "no.such.type"
                for r in records if r["reason"] == "unknown_type")

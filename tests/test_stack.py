@@ -18,7 +18,8 @@ import redis
 from ops.stack.lifecycle import down, status, up
 from ops.stack.probes import split_host_port
 from ops.stack.processes import free_port, port_open
-from schemas.settings import Addresses, Settings, StackNotRunning, read_stack_file, resolve
+from schemas.addresses import Addresses, StackNotRunning, read_stack_file, resolve
+from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_VARS = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL", "MLFLOW_URI", "DATA_DIR")

@@ -21,9 +21,10 @@ from projections.feature_store import OnlineFeatureStore
 from projections.features import reference
 from projections.memory import ShortTermMemory
 from schemas import Envelope
+from schemas.addresses import Addresses
 from schemas.catalog import DEAD_LETTER, topic_name
 from schemas.deadletter import parse_dead_letter
-from schemas.settings import Addresses, Settings
+from schemas.settings import Settings
 from tests.kafka_util import read_topic
 
 AGENTS = [f"agent-{i}" for i in range(8)]

@@ -4,7 +4,7 @@ Debian's ``redis-server`` 7 and PostgreSQL 15 run on loopback with a throw-away
 CA (tests/tls_servers.py): TLS 1.3 only, client certificate required. The
 settings under test are the ``SELFLEARN_*`` TLS variables; the worker, the SDK,
 ``selflearn status`` and the reliability checker all reach the servers
-through the addresses :func:`schemas.settings.resolve` returns.
+through the addresses :func:`schemas.addresses.resolve` returns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ops.stack.lifecycle import status
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import worker_env
 from schemas import Envelope
-from schemas.settings import Settings, resolve
+from schemas.addresses import resolve
+from schemas.settings import Settings
 from tests.reliability.harness import Lab, PrivateBroker, check
 from tests.tls_servers import Pki, make_pki, missing_binaries, start_postgres, start_redis
 

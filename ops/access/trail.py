@@ -77,7 +77,7 @@ class Trail:
     @classmethod
     def of(cls, settings: Any, table: str = TABLE) -> Trail:
         """The trail of ``settings`` (no database URL when no PostgreSQL is known)."""
-        from schemas.settings import StackNotRunning, resolve
+        from schemas.addresses import StackNotRunning, resolve
 
         try:
             url: str | None = resolve(settings).database_url

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 # Placeholder addresses for servers a benchmark does not use: configured, so not started.
 _UNUSED = {"kafka": {"kafka_bootstrap": "unused:0"}, "redis": {"redis_url": "redis://unused:0/0"}}

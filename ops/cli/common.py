@@ -43,7 +43,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def resolve_or_fail(settings: Any) -> Any:
     """The server addresses of ``settings``; exits with the reason when a server is unknown."""
-    from schemas.settings import StackNotRunning, resolve
+    from schemas.addresses import StackNotRunning, resolve
 
     try:
         return resolve(settings)

@@ -42,7 +42,7 @@ def _command(action: str, agent_id: str, reason: str, challenger: str | None,
              wait: float, data_dir: str | None, as_json: bool) -> None:
     from ops.usecases.operator_commands import send_command
     from projections.archive import ArchiveUnavailable
-    from schemas.settings import StackNotRunning
+    from schemas.addresses import StackNotRunning
 
     settings = load_settings(data_dir)
     actor = require(settings, action, agent_id, {"reason": reason, "challenger": challenger})

@@ -85,7 +85,7 @@ def erase(
 ) -> None:
     """Erase a data subject: destroy their keys, announce it; projections forget. Needs admin."""
     from ops.usecases.privacy import erase as erase_subject
-    from schemas.settings import StackNotRunning
+    from schemas.addresses import StackNotRunning
 
     settings = load_settings(data_dir)
     actor = require(settings, "erase", subject_id, {"reason": reason})
@@ -111,7 +111,7 @@ def erase(
 def rotate_keys(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Rotate the master key: new version, every data key re-wrapped. Needs admin."""
     from ops.usecases.privacy import rotate_keys as rotate
-    from schemas.settings import StackNotRunning
+    from schemas.addresses import StackNotRunning
 
     settings = load_settings(data_dir)
     actor = require(settings, "rotate-keys", "master")

@@ -18,7 +18,7 @@ def worker(
     """Run a Faust worker (features, projections); start more to scale out by partitions."""
     import sys
 
-    from schemas.settings import StackNotRunning, resolve
+    from schemas.addresses import StackNotRunning, resolve
 
     settings = load_settings(data_dir)
     require(settings, "worker")
@@ -44,7 +44,7 @@ def vision(
 ) -> None:
     """Run the vision agent: detect and blur faces, emit frame.processed events (no pixels)."""
     from ops.usecases.vision import run_camera
-    from schemas.settings import StackNotRunning
+    from schemas.addresses import StackNotRunning
 
     settings = load_settings(data_dir)
     require(settings, "vision", camera_id)

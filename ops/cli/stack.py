@@ -51,7 +51,7 @@ def status(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     reachable = all(info["reachable"] for info in report["servers"].values())
     if reachable:
         from ops.usecases.fleet import fleet_report
-        from schemas.settings import resolve
+        from schemas.addresses import resolve
 
         report["fleet"] = fleet_report(settings, resolve(settings))
     _show(report, as_json, title="selflearn stack")

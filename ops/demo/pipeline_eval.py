@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 

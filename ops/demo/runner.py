@@ -33,7 +33,8 @@ from ops.metrics import decision_observer, start_metrics_server
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import start_worker, wait_ready, worker_env
 from projections.policy_store import PolicyStore
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 
 @dataclass

@@ -29,14 +29,14 @@ from ops.stack import servers
 from ops.stack.probes import PROBES
 from ops.stack.processes import Spawned, free_port, is_alive, stop, tail, wait_until
 from ops.stack.workers import stop_workers
-from schemas.settings import (
-    SERVERS,
+from schemas.addresses import (
     Addresses,
-    Settings,
     default_mlflow_uri,
+    process_started,
     read_stack_file,
     resolve,
 )
+from schemas.settings import SERVERS, Settings
 
 
 class StackError(RuntimeError):
@@ -149,11 +149,9 @@ def _adopt_postmaster(data_dir: Path) -> dict[str, Any] | None:
         servers.postgres_ready(port)
     except Exception:  # noqa: BLE001 - not answering: let the normal start report it
         return None
-    import psutil
-
     return {
         "address": address, "port": port, "pid": pid,
-        "create_time": psutil.Process(pid).create_time(),
+        "create_time": process_started(pid),
         "log": str(data_dir / "logs" / "postgres.log"),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from schemas.addresses import process_started, same_process
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listens on right now."""
@@ -39,7 +41,11 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 @dataclass(frozen=True)
 class Spawned:
-    """A started process: its PID, start time (for identity) and log file."""
+    """A started process: its PID, start time (for identity) and log file.
+
+    ``create_time`` is seconds since boot (:func:`schemas.addresses.process_started`),
+    so a wall-clock step does not make a running process look like another.
+    """
 
     pid: int
     create_time: float
@@ -101,8 +107,9 @@ def as_user(user: str | None) -> dict[str, Any]:
 
 
 def _create_time(pid: int) -> float:
+    """The start of ``pid`` as recorded in ``Spawned.create_time`` (seconds since boot)."""
     try:
-        return psutil.Process(pid).create_time()
+        return process_started(pid)
     except psutil.Error:
         return 0.0
 
@@ -114,7 +121,7 @@ def _process(pid: int, create_time: float | None) -> psutil.Process | None:
         if proc.status() == psutil.STATUS_ZOMBIE:
             _reap(pid)
             return None
-        if create_time and abs(proc.create_time() - create_time) > 1.0:
+        if not same_process(pid, create_time):
             return None
         return proc
     except psutil.Error:

@@ -54,13 +54,18 @@ def kafka_address(port: int) -> str:
     return f"{HOST}:{port}"
 
 
-def start_kafka(data_dir: Path, port: int, log: Path) -> Spawned:
-    """Start Tansu on ``port`` with in-memory storage."""
+def start_kafka(data_dir: Path, port: int, log: Path,
+                advertised_port: int | None = None) -> Spawned:
+    """Start Tansu on ``port`` with in-memory storage.
+
+    ``advertised_port``: the port clients are told to connect to (default
+    ``port``); a proxy in front of the broker (fault tests) listens there.
+    """
     url = f"tcp://{HOST}:{port}"
     argv = [
         kafka_binary(), "broker",
         "--listener-url", url,
-        "--advertised-listener-url", url,
+        "--advertised-listener-url", f"tcp://{HOST}:{advertised_port or port}",
         "--storage-engine", "memory://tansu/",
     ]
     return spawn(argv, log, cwd=data_dir)

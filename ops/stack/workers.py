@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from ops.stack.processes import Spawned, spawn, stop
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 WORKERS_FILE = "workers.json"
 WORKER_APP = "ops.stack.worker_app"  # the module `faust -A` loads

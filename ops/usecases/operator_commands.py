@@ -51,14 +51,14 @@ def send_command(settings: Any, agent_id: str, action: str, reason: str,
     Returns ``{"command", "operator", "before", "after", "seconds"}``; raises
     :class:`ops.access.Denied`, TimeoutError (or RuntimeError when the worker
     refused the command). Raises
-    :class:`schemas.settings.StackNotRunning` when a server is not known and
+    :class:`schemas.addresses.StackNotRunning` when a server is not known and
     :class:`projections.archive.ArchiveUnavailable` when PostgreSQL does not answer.
     """
     from ops.access import authorize
     from projections.policy_store import PolicyStore
     from schemas import encode, new_event
+    from schemas.addresses import resolve
     from schemas.catalog import topic_name
-    from schemas.settings import resolve
 
     operator = authorize(settings, action, agent_id, {"reason": reason, "challenger": challenger},
                          once=True).name

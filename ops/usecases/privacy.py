@@ -114,16 +114,16 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
     control topic (every partition), and waits up to ``wait_s`` for a worker
     to record what each projection forgot (``forgot`` is ``None`` if none did:
     the keys are destroyed all the same; a worker forgets when it catches up).
-    Raises :class:`schemas.settings.StackNotRunning` when no broker is known.
+    Raises :class:`schemas.addresses.StackNotRunning` when no broker is known.
     """
     import asyncio
     import time
 
     from ops.usecases.common import redis_client
     from schemas import encode, new_event
+    from schemas.addresses import resolve
     from schemas.catalog import topic_name
     from schemas.protect import key_store
-    from schemas.settings import resolve
 
     addresses = resolve(settings)
     keys = key_store(settings)
@@ -161,9 +161,9 @@ def rotate_keys(settings: Any) -> dict[str, Any]:
 
     from ops.usecases.operator_commands import send_keyed
     from schemas import encode, new_event
+    from schemas.addresses import resolve
     from schemas.catalog import topic_name
     from schemas.protect import key_store
-    from schemas.settings import resolve
 
     addresses = resolve(settings)
     keys = key_store(settings)

@@ -27,7 +27,7 @@ def run_camera(settings: Any, source: str, *, fps: float = 30.0, loop: bool = Fa
                duration: float = 0.0, camera_id: str = "camera-1") -> dict[str, Any]:
     """Detect and blur faces, emit ``frame.processed`` events; returns the frame statistics.
 
-    Raises :class:`schemas.settings.StackNotRunning` when the broker is not known.
+    Raises :class:`schemas.addresses.StackNotRunning` when the broker is not known.
     """
     from agents.client import AgentClient
     from agents.vision import run_vision

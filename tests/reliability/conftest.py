@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 from tests.reliability.harness import Lab
 
 

@@ -28,7 +28,8 @@ from projections.features import deltas, reference
 from projections.online import MEMORY_TYPES
 from projections.policy_store import PolicyStore
 from schemas import Envelope
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 
 
 class PrivateBroker:
@@ -128,8 +129,8 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
     want = expected_versions(sent)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = {e: store.get(e) for e in want}
-        if all((row := rows[e]) is not None and row.version >= n for e, n in want.items()):
+        now = {e: store.get(e) for e in want}
+        if all((row := now[e]) is not None and row.version >= n for e, n in want.items()):
             break
         time.sleep(0.3)
     time.sleep(settle_s)  # anything applied twice would have landed by now
@@ -139,10 +140,9 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
     wrong: list[str] = []
     # features: each entity's applied-event count and every counter, exactly
     got = {e: store.get(e) for e in want}
-    lost["features"] = sum(max(0, n - (got[e].version if got[e] else 0))  # type: ignore[union-attr]
-                           for e, n in want.items())
-    dup["features"] = sum(max(0, (got[e].version if got[e] else 0) - n)  # type: ignore[union-attr]
-                          for e, n in want.items())
+    applied = {e: row.version if row is not None else 0 for e, row in got.items()}
+    lost["features"] = sum(max(0, n - applied[e]) for e, n in want.items())
+    dup["features"] = sum(max(0, applied[e] - n) for e, n in want.items())
     unseen["features"] = len(set(store.entities()) - set(want))
     for entity, counters in reference(sent).items():
         row = got.get(entity)
@@ -165,3 +165,74 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
         pipe.exists(f"{lab.prefix}:m:{{{ev.producer}}}:e:{ev.event_id}")
     lost["memory"] = sum(1 for present in pipe.execute() if not present)
     return Verdict(lost, dup, unseen, gaps, wrong)
+
+
+def explain(lab: Lab, sent: list[Envelope], limit: int = 5) -> str:
+    """For a failed verdict: where the events missing from the archive sit in the broker.
+
+    Lists up to ``limit`` of them with every (topic, partition, offset) holding
+    their id, and the group's committed offsets of those partitions.
+    """
+    import asyncio
+
+    import orjson
+
+    from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
+    from tests.kafka_util import read_topic
+
+    ids = {str(ev.event_id): ev for ev in sent}
+    with psycopg.connect(lab.addresses.database_url) as conn:
+        found = {str(r[0]) for r in conn.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s)", (list(ids),))}
+    missing = [i for i in ids if i not in found][:limit]
+    if not missing:
+        return "archive complete"
+    where: dict[str, list[tuple[str, int, int]]] = {i: [] for i in missing}
+    for stream in STREAMS:
+        topic = topic_name(lab.prefix, stream)
+        for part, off, value in read_topic(lab.addresses.kafka_bootstrap, topic,
+                                           until=lambda got: False, timeout=5):
+            try:
+                record = orjson.loads(value or b"{}")
+            except orjson.JSONDecodeError:
+                continue
+            eid = record.get("event_id") if isinstance(record, dict) else None
+            if isinstance(eid, str) and eid in where:
+                where[eid].append((stream, part, off))
+
+    dead = []
+    for _, _, value in read_topic(lab.addresses.kafka_bootstrap,
+                                  topic_name(lab.prefix, DEAD_LETTER),
+                                  until=lambda got: False, timeout=3):
+        record = orjson.loads(value or b"{}")
+        if any(eid in str(record.get("raw")) for eid in missing):
+            dead.append({k: record.get(k) for k in ("reason", "error", "topic", "offset")})
+
+    async def committed() -> dict[str, int | None]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=lab.addresses.kafka_bootstrap,
+                                    group_id=f"{lab.prefix}-projections",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            out: dict[str, int | None] = {}
+            for topic, part in sorted({(t, p) for places in where.values()
+                                       for t, p, _ in places}):
+                tp = TopicPartition(topic_name(lab.prefix, topic), part)
+                out[f"{topic}:{part}"] = await consumer.committed(tp)
+            return out
+        finally:
+            await consumer.stop()
+
+    try:
+        offsets: object = asyncio.run(committed())
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the verdict
+        offsets = repr(exc)
+    lines = []
+    for eid in missing:
+        ev = ids[eid]
+        lines.append(f"{eid} {ev.type} {ev.producer} seq={ev.sequence} at {where[eid]}")
+    lines.append(f"committed now: {offsets}")
+    lines.append(f"dead-lettered: {dead}")
+    return "\n".join(lines)

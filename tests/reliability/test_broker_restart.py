@@ -12,7 +12,8 @@ from pathlib import Path
 
 from agents.client import AgentClient
 from schemas import Envelope
-from schemas.settings import Addresses, Settings
+from schemas.addresses import Addresses
+from schemas.settings import Settings
 from tests.reliability.harness import Lab, PrivateBroker, check
 
 AGENTS = [f"agent-{i}" for i in range(4)]
