@@ -123,6 +123,7 @@ class AgentClient:
         resend_window_s: float = 30.0,
         protector: Protector | None = None,
         protector_now: Protector | None = None,
+        admin_config: Mapping[str, str] | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -148,6 +149,7 @@ class AgentClient:
             self._producer = BackgroundProducer(
                 bootstrap, self._outbox, topics=all_topics, partitions=partitions,
                 queue_size=queue_size, ssl_context=ssl_context, resend_window_s=resend_window_s,
+                admin_config=admin_config,
             )
         self.rejected = 0
         self._order = threading.Lock()
@@ -169,6 +171,7 @@ class AgentClient:
         kwargs.setdefault("topic_prefix", settings.topic_prefix)
         kwargs.setdefault("redis_url", addresses.redis_url)
         kwargs.setdefault("ssl_context", settings.kafka_ssl_context())
+        kwargs.setdefault("admin_config", settings.librdkafka_config(addresses.kafka_bootstrap))
         kwargs.setdefault("partitions", settings.partitions)
         kwargs.setdefault(
             "outbox_path", Path(settings.data_dir) / "outbox" / f"{agent_id}.db"

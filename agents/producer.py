@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.outbox import Outbox, Row
+from streams.incarnations import TopicIncarnations
 from streams.topics import ensure_topics, kafka_tls
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,18 @@ class BackgroundProducer:
         resend_window_s: float = 30.0,
         resend_max: int = 100_000,
         ssl_context: ssl.SSLContext | None = None,
+        admin_config: Mapping[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self._ssl = ssl_context
+        # Topic ids tell a re-created topic from the one we wrote to (see
+        # _broker_forgot). librdkafka needs its own TLS settings; without them a
+        # TLS broker is probed by topic presence only.
+        if admin_config is None and ssl_context is None:
+            admin_config = {"bootstrap.servers": bootstrap}
+        self._admin_config = admin_config
+        self._incarnations: TopicIncarnations | None = None  # made once connected
+        self._topic_ids: dict[str, str] = {}
         self.stats = ProducerStats()
         self._outbox = outbox
         self._topics = tuple(topics)
@@ -191,6 +201,9 @@ class BackgroundProducer:
         try:
             if self._topics:
                 await ensure_topics(self.bootstrap, self._topics, self._partitions, self._ssl)
+                # The incarnation written to from now on (anything before it is
+                # re-sent from the window when an outage led here).
+                await self._renewed_topics()
             known = self._idempotence
             if known is None:
                 known = _IDEMPOTENT_BROKERS.get(self.bootstrap)
@@ -276,11 +289,16 @@ class BackgroundProducer:
             self._recent.clear()
 
     async def _broker_forgot(self, producer: AIOKafkaProducer) -> bool:
-        """True when the broker is unreachable or lost our topics (restarted empty).
+        """True when the broker is unreachable, lost our topics, or has new ones.
 
         Tansu acknowledges writes to a topic it no longer knows and then never
         serves them (docs/broker.md), so a restart must be noticed before the
         re-send window has passed: every ``PROBE_S`` the topics are looked up.
+        Presence is not enough: after a restart another client (a worker, a
+        second agent) may re-create the topics before this probe runs, and what
+        this producer wrote in between is gone. So each topic's id is compared
+        with the one seen before: a different id is a new incarnation, and the
+        window is sent again into it.
         """
         try:
             cluster = await asyncio.wait_for(producer.client.fetch_all_metadata(),
@@ -292,7 +310,25 @@ class BackgroundProducer:
             log.warning("broker %s lost %d topics (restarted?); re-creating them and "
                         "re-sending the last %.0f s", self.bootstrap, len(missing),
                         self._resend_window_s)
-        return bool(missing)
+            return True
+        renewed = await self._renewed_topics()
+        if renewed:
+            log.warning("broker %s has new incarnations of %d topics (restarted?); "
+                        "re-sending the last %.0f s", self.bootstrap, len(renewed),
+                        self._resend_window_s)
+        return bool(renewed)
+
+    async def _renewed_topics(self) -> set[str]:
+        """Topics whose id differs from the last one seen (an unknown id is no change)."""
+        if self._admin_config is None:
+            return set()
+        if self._incarnations is None:
+            self._incarnations = TopicIncarnations(self._admin_config)
+        now = await asyncio.to_thread(self._incarnations.current, self._topics)
+        renewed = {t for t, tid in now.items()
+                   if tid is not None and self._topic_ids.get(t, tid) != tid}
+        self._topic_ids.update({t: tid for t, tid in now.items() if tid is not None})
+        return renewed
 
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None

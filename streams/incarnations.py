@@ -26,11 +26,24 @@ from confluent_kafka.admin import AdminClient
 log = logging.getLogger(__name__)
 
 
+class _DebugLog:
+    """librdkafka's own log lines, at debug level.
+
+    Its connection errors would otherwise go to stderr from every process
+    holding a client; whoever asks (worker, SDK) logs what a failed lookup
+    means for it.
+    """
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.debug(msg, *args)
+
+
 class TopicIncarnations:
     """Looks up the current id of topics (None: the topic does not exist now)."""
 
     def __init__(self, config: Mapping[str, Any], timeout_s: float = 2.0) -> None:
-        self._admin = AdminClient(dict(config))
+        settings: dict[str, Any] = {**config, "logger": _DebugLog()}
+        self._admin = AdminClient(settings)
         self._timeout_s = timeout_s
 
     def current(self, topics: Iterable[str]) -> dict[str, str | None]:
@@ -39,6 +52,7 @@ class TopicIncarnations:
         futures = self._admin.describe_topics(TopicCollection(names),
                                               request_timeout=self._timeout_s)
         wait(futures.values(), timeout=self._timeout_s)  # one deadline for all of them
+        self._admin.poll(0)  # hands queued log lines to the logger above
         out: dict[str, str | None] = {}
         for name in names:
             future = futures[name]

@@ -5,7 +5,8 @@ doctest can call it with any addresses); :class:`WorkerRuntime` resolves the
 servers, lowers the CPU priority, runs the archive's DDL and builds the intake
 when the worker starts.
 
->>> from schemas.settings import Addresses, Settings
+>>> from schemas.addresses import Addresses
+>>> from schemas.settings import Settings
 >>> addresses = Addresses("localhost:9092", "postgresql://localhost/x",
 ...                       "redis://localhost:6379/0", "sqlite:///tmp/mlflow.db")
 >>> pipeline, archive = build_pipeline(Settings(_env_file=None), addresses)
