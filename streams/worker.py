@@ -21,8 +21,6 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import redis
-
 from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection
@@ -32,6 +30,7 @@ from projections.learning import LearningRuntime
 from projections.memory import ShortTermMemory
 from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
+from projections.redis_client import redis_client
 from projections.registry import ModelRegistry
 from schemas.addresses import Addresses, StackNotRunning, resolve
 from schemas.catalog import STREAMS, topic_name
@@ -57,7 +56,7 @@ class Intake(Protocol):
 def build_pipeline(settings: Settings, addresses: Addresses,
                    sensor: Sensor | None = None) -> tuple[WorkerPipeline, EventArchive]:
     """Every projection of a worker, wired; connects to nothing until used."""
-    client = redis.Redis.from_url(addresses.redis_url)
+    client = redis_client(addresses.redis_url)
     prefix = settings.topic_prefix
     # Readers decrypt personal text with the same key folder the SDK writes to.
     keys = key_store(settings)
@@ -76,6 +75,8 @@ def build_pipeline(settings: Settings, addresses: Addresses,
         registry=ModelRegistry(addresses.mlflow_uri),
         sensor=sensor,
         keys=keys,
+        min_replicas=settings.redis_min_replicas,
+        wait_ms=settings.redis_wait_ms,
     )
     return pipeline, archive
 
