@@ -21,6 +21,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from aiokafka.errors import IllegalStateError
+
 from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection
@@ -133,8 +135,11 @@ class WorkerRuntime:
         consumer = self.intake.consumer if self.intake is not None else None
         if consumer is None:
             return
-        for tp in consumer.assignment():
-            position = await consumer.position(tp)
+        for tp in list(consumer.assignment()):
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:  # revoked by a rebalance since assignment() answered
+                continue
             high = consumer.highwater(tp)
             if position is not None and high is not None:
                 self.sensor.on_lag(tp.topic, tp.partition, high - position)

@@ -15,6 +15,10 @@ from ops.cli.common import AsJson, fail, load_settings
 def bench(
     name: Annotated[str, typer.Argument(help="Which benchmark (see `selflearn bench list`).")],
     as_json: AsJson = False,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="soak: seconds of load with faults (default 600).")] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="soak: events per second asked of the 8 agents (default 500).")] = None,
 ) -> None:
     """Run a benchmark; it starts what it needs and prints one flat JSON object."""
     from ops import benches
@@ -26,7 +30,10 @@ def bench(
         return
     if name not in names:
         fail(f"unknown benchmark {name!r}; available: {', '.join(names)}")
-    result = benches.run(name)
+    options = {k: v for k, v in (("duration_s", duration), ("rate", rate)) if v is not None}
+    if options and name != "soak":
+        fail("--duration and --rate are options of `bench soak` only")
+    result = benches.run(name, **options)
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -96,16 +96,23 @@ def expected_versions(sent: Iterable[Envelope]) -> Counter[str]:
 
 def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
           settle_s: float = 1.5) -> Verdict:
-    """Wait until the projections caught up with ``sent`` (or ``timeout``), then judge."""
+    """Wait until the projections caught up with ``sent`` (or ``timeout``), then judge.
+
+    Caught up: every feature entity applied its events and the archive holds
+    every sent id (events that change no feature travel on partitions the
+    features do not wait for).
+    """
     r = redis_client(lab.addresses.redis_url)
     store = OnlineFeatureStore(r, prefix=lab.prefix)
     want = expected_versions(sent)
+    ids = [ev.event_id for ev in sent]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = {e: store.get(e) for e in want}
-        if all((row := now[e]) is not None and row.version >= n for e, n in want.items()):
+        if all((row := now[e]) is not None and row.version >= n for e, n in want.items()) \
+                and _archived(lab, ids) >= len(set(ids)):
             break
-        time.sleep(0.3)
+        time.sleep(0.5)
     time.sleep(settle_s)  # anything applied twice would have landed by now
     lost: dict[str, int] = {}
     dup: dict[str, int] = {}
@@ -124,7 +131,6 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
                 wrong.append(f"{entity}.{k}")
     gaps = sum(PolicyStore(r, lab.prefix).gaps().values())
     # archive: every sent event id exactly once
-    ids = [ev.event_id for ev in sent]
     with psycopg.connect(lab.addresses.database_url) as conn:
         rows = conn.execute("SELECT event_id, count(*) FROM events WHERE event_id = ANY(%s) "
                             "GROUP BY event_id", (ids,)).fetchall()
@@ -138,3 +144,14 @@ def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
         pipe.exists(f"{lab.prefix}:m:{{{ev.producer}}}:e:{ev.event_id}")
     lost["memory"] = sum(1 for present in pipe.execute() if not present)
     return Verdict(lost, dup, unseen, gaps, wrong)
+
+
+def _archived(lab: Lab, ids: list[uuid.UUID]) -> int:
+    """Distinct ``ids`` in the archive now (0 while PostgreSQL does not answer)."""
+    try:
+        with psycopg.connect(lab.addresses.database_url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(DISTINCT event_id) FROM events "
+                               "WHERE event_id = ANY(%s)", (ids,)).fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0]) if row else 0
