@@ -57,6 +57,7 @@ from schemas.settings import Settings
 AGENTS = [f"soak-agent-{i}" for i in range(8)]
 RATE_PER_S = 500.0
 DURATION_S = 600.0
+RESEND_WINDOW_S = 30.0  # the SDK's default
 FAULT_EVERY_S = 25.0
 FIRST_FAULT_S = 15.0
 NOTES = ("A steady stream of review requests from the soak bench. " * 40)[:1800]
@@ -65,7 +66,7 @@ NOTES = ("A steady stream of review requests from the soak bench. " * 40)[:1800]
 class Soak:
     """The private world of one soak run, its load, its faults and its samples."""
 
-    def __init__(self, data_dir: Path, rate: float) -> None:
+    def __init__(self, data_dir: Path, rate: float, resend_window_s: float) -> None:
         self.broker, self.pg, self.redis = (PrivateBroker(data_dir), PrivatePostgres(data_dir),
                                             PrivateRedis(data_dir))
         for server in (self.broker, self.pg, self.redis):
@@ -76,6 +77,7 @@ class Soak:
                               default_mlflow_uri(data_dir))
         self.lab = Lab.create(settings, addresses, data_dir)
         self.rate = rate
+        self.resend_window_s = resend_window_s
         self.sent: list[Envelope] = []
         self.decide_us: list[float] = []
         self.faults: list[tuple[float, str]] = []
@@ -86,8 +88,8 @@ class Soak:
         self.worker_crashes = 0
         self.worker: Spawned = self.lab.worker("worker-1")
         self.clients: list[AgentClient] = [
-            recorded(self.lab.client(a, decision_kind="review_risk",
-                                     redis_url=self.redis.url), self.sent)
+            recorded(self.lab.client(a, decision_kind="review_risk", redis_url=self.redis.url,
+                                     resend_window_s=resend_window_s), self.sent)
             for a in AGENTS]
 
     # -- load -----------------------------------------------------------------------
@@ -179,12 +181,17 @@ class Soak:
             server.close()
 
 
-def run(duration_s: float = DURATION_S, rate: float = RATE_PER_S) -> dict[str, Any]:
-    """Load for ``duration_s`` at ``rate`` events/s with faults, then judge every event."""
+def run(duration_s: float = DURATION_S, rate: float = RATE_PER_S,
+        resend_window_s: float = RESEND_WINDOW_S) -> dict[str, Any]:
+    """Load for ``duration_s`` at ``rate`` events/s with faults, then judge every event.
+
+    ``resend_window_s`` is the SDK's: how long the agents keep events the
+    broker acknowledged, to send again when it restarts empty.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="selflearn-soak-"))
     result: dict[str, Any] = {}
     try:
-        soak = Soak(tmp, rate)
+        soak = Soak(tmp, rate, resend_window_s)
         try:
             result = _measure(soak, duration_s)
         finally:
@@ -220,7 +227,7 @@ def _measure(soak: Soak, duration_s: float) -> dict[str, Any]:
     sent = list(soak.sent)
     sampler = threading.Thread(target=_sample_until, args=(soak, store), daemon=True)
     sampler.start()
-    verdict = check(soak.lab, sent, timeout=600)
+    verdict = check(soak.lab, sent, timeout=600, stall_s=90)
     soak.halt.set()
     sampler.join(5)
     return {
@@ -239,6 +246,7 @@ def _measure(soak: Soak, duration_s: float) -> dict[str, Any]:
         "decide_p99_us": round(percentile(soak.decide_us, 99), 1),
         "events_per_s": round(len(sent) / load_s, 1),
         "rate_asked_per_s": soak.rate,
+        "resend_window_s": soak.resend_window_s,
         "workers_started": len(soak.lab.workers),
         "worker_crashes": soak.worker_crashes,
     }

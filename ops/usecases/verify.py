@@ -95,22 +95,30 @@ def expected_versions(sent: Iterable[Envelope]) -> Counter[str]:
 
 
 def check(lab: Lab, sent: list[Envelope], *, timeout: float = 120.0,
-          settle_s: float = 1.5) -> Verdict:
+          settle_s: float = 1.5, stall_s: float | None = None) -> Verdict:
     """Wait until the projections caught up with ``sent`` (or ``timeout``), then judge.
 
     Caught up: every feature entity applied its events and the archive holds
     every sent id (events that change no feature travel on partitions the
-    features do not wait for).
+    features do not wait for). With ``stall_s``, also stop waiting once
+    nothing moved for that long (what is missing then will not come).
     """
     r = redis_client(lab.addresses.redis_url)
     store = OnlineFeatureStore(r, prefix=lab.prefix)
     want = expected_versions(sent)
     ids = [ev.event_id for ev in sent]
     deadline = time.monotonic() + timeout
+    progress, moved = None, time.monotonic()
     while time.monotonic() < deadline:
         now = {e: store.get(e) for e in want}
+        stored = _archived(lab, ids)
         if all((row := now[e]) is not None and row.version >= n for e, n in want.items()) \
-                and _archived(lab, ids) >= len(set(ids)):
+                and stored >= len(set(ids)):
+            break
+        seen = (stored, tuple(row.version if row else 0 for row in now.values()))
+        if seen != progress:
+            progress, moved = seen, time.monotonic()
+        elif stall_s is not None and time.monotonic() - moved > stall_s:
             break
         time.sleep(0.5)
     time.sleep(settle_s)  # anything applied twice would have landed by now
