@@ -17,13 +17,14 @@ when the worker starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka.errors import IllegalStateError
 
-from projections.archive import EventArchive
+from projections.archive import ArchiveUnavailable, EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection
 from projections.checkpoints import CheckpointStore
@@ -44,6 +45,8 @@ from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
 from streams.stream_intake import StreamIntake
+
+log = logging.getLogger(__name__)
 
 
 class Intake(Protocol):
@@ -116,7 +119,7 @@ class WorkerRuntime:
         if s.worker_nice and hasattr(os, "nice"):
             os.nice(s.worker_nice)
         pipeline, self.archive = build_pipeline(s, addresses, self.sensor)
-        await asyncio.to_thread(self.archive.ensure_schema)
+        await self._ensure_schema(self.archive)
         if s.intake == "batch":
             self.intake = BatchIntake(
                 addresses.kafka_bootstrap, [topic_name(s.topic_prefix, t) for t in STREAMS],
@@ -129,6 +132,20 @@ class WorkerRuntime:
                                        checkpoint_s=s.checkpoint_s)
         self.started.set()
         return self.intake
+
+    @staticmethod
+    async def _ensure_schema(archive: EventArchive) -> None:
+        """Create the archive's tables, waiting for PostgreSQL: a worker started during
+        an outage must wait for it, not exit."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(archive.ensure_schema)
+                return
+            except ArchiveUnavailable as exc:
+                log.warning("%s; trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def report_lag(self) -> None:
         """Lag per partition this worker owns (high watermark minus position)."""
