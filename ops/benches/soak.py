@@ -55,6 +55,9 @@ from schemas.addresses import Addresses, default_mlflow_uri
 from schemas.settings import Settings
 
 AGENTS = [f"soak-agent-{i}" for i in range(8)]
+# Short-term memory evicts its oldest entries beyond a bound (100 000 by default);
+# a long run stays under it so every memory entry can be accounted for.
+MEMORY_BOUND = "10000000"
 RATE_PER_S = 500.0
 DURATION_S = 600.0
 RESEND_WINDOW_S = 30.0  # the SDK's default
@@ -86,7 +89,8 @@ class Soak:
         self.halt = threading.Event()
         self._worker_lock = threading.Lock()
         self.worker_crashes = 0
-        self.worker: Spawned = self.lab.worker("worker-1")
+        self.worker: Spawned = self.lab.worker("worker-1",
+                                               SELFLEARN_MEMORY_MAX_ENTRIES=MEMORY_BOUND)
         self.clients: list[AgentClient] = [
             recorded(self.lab.client(a, decision_kind="review_risk", redis_url=self.redis.url,
                                      resend_window_s=resend_window_s), self.sent)
@@ -119,7 +123,8 @@ class Soak:
             self._new_worker()
 
     def _new_worker(self) -> None:
-        self.worker = self.lab.worker(f"worker-{len(self.lab.workers) + 1}", ready=False)
+        self.worker = self.lab.worker(f"worker-{len(self.lab.workers) + 1}", ready=False,
+                                      SELFLEARN_MEMORY_MAX_ENTRIES=MEMORY_BOUND)
 
     def supervise(self) -> None:
         """Start a new worker if the current one exited on its own (a supervisor's job)."""
@@ -237,6 +242,7 @@ def _measure(soak: Soak, duration_s: float) -> dict[str, Any]:
         "lost": sum(verdict.lost.values()),
         "duplicated": sum(verdict.duplicated.values()),
         "unseen": sum(verdict.unseen.values()),
+        **{f"lost_{k}": v for k, v in verdict.lost.items()},
         "wrong_values": len(verdict.wrong_values),
         "gaps_detected": verdict.gaps,
         "max_lag_s": round(max(soak.lag_s, default=0.0), 1),
