@@ -345,6 +345,10 @@ class BackgroundProducer:
     def _connect(self) -> bool:
         """Make the topics and the librdkafka producer; True once the broker answers."""
         try:
+            if self._producer is not None:
+                # librdkafka asks in C with the GIL released; the aiokafka admin
+                # below is Python work, done only once the broker answers.
+                self._producer.list_topics(timeout=PROBE_TIMEOUT_S)
             if self._topics:
                 asyncio.run(ensure_topics(self.bootstrap, self._topics, self._partitions,
                                           self._ssl))
@@ -355,7 +359,7 @@ class BackgroundProducer:
                 idempotent = self._idempotent()
                 self._producer = Producer(self._librdkafka_config(idempotent))
                 self.stats.idempotent = idempotent
-            self._producer.list_topics(timeout=PROBE_TIMEOUT_S)
+                self._producer.list_topics(timeout=PROBE_TIMEOUT_S)
         except (KafkaError, KafkaException, OSError, TimeoutError) as exc:
             log.debug("broker %s unreachable: %s", self.bootstrap, exc)
             return False
