@@ -33,10 +33,14 @@ forgets what it had acknowledged, and acknowledges writes to topics it no
 longer knows. Every ``PROBE_S`` the thread asks the broker for its topics and
 their ids; a missing or renewed topic is re-created and the window re-sent.
 
-Measured with ``selflearn bench emit`` (8 agents, one process, embedded
-broker, 2 shared vCPUs under load from other jobs, medians of 3): the
-aiokafka engine this replaces gave emit p99 1 267 µs broker up, 385 µs
-broker down, 12 552 events/s drained; see README for this engine's numbers.
+Measured with ``selflearn bench emit`` (8 agents in one process, embedded
+broker, 2 vCPUs shared with other sessions at load average 8–25; medians of
+3 runs alternated with the aiokafka engine this replaces, 2026-12-04):
+emit p50 19.9 µs (aiokafka 20.2), p99 414 µs (1 335) with the broker up and
+640 µs (3 275) with it killed, 12 242 events/s drained (10 911). The drain
+rate equals the emitting loop's own rate, so the caller's build-and-encode
+(p50 12.8 µs) is the limit now, not delivery; on that machine the same
+step alone had a p99 of 169 µs, so the tails are mostly CPU contention.
 """
 
 from __future__ import annotations
@@ -51,17 +55,16 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
+from agents.broker_link import TopicWatch, grants_idempotence, producer_config
 from agents.outbox import Outbox, Row
-from streams.incarnations import TopicIncarnations
-from streams.topics import ensure_topics, kafka_tls
+from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -101,51 +104,6 @@ class ProducerStats:
     connected: bool = False
 
 
-# What each broker answered to InitProducerId, so only the first producer asks.
-_IDEMPOTENT_BROKERS: dict[str, bool] = {}
-
-
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    target = logging.getLogger(logger)
-    level = target.level
-    target.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        target.setLevel(level)
-
-
-async def _grants_idempotence(bootstrap: str, ssl_context: ssl.SSLContext | None,
-                              timeout_ms: int) -> bool:
-    """Whether the broker hands out producer ids (InitProducerId), asked as aiokafka does.
-
-    librdkafka is given a producer id by Tansu too, but Tansu's answer to the
-    same request from aiokafka is an error and it keeps no producer state
-    across a restart, so this answer decides (docs/broker.md).
-    """
-    probe = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                             request_timeout_ms=timeout_ms, **kafka_tls(ssl_context))
-    try:
-        with _quiet("aiokafka.producer.sender"):
-            await probe.start()
-    except KafkaConnectionError:
-        raise
-    except KafkaError:
-        log.info("broker refuses idempotent producers; using acks=all only")
-        return False
-    finally:
-        await probe.stop()
-    return True
-
-
-class _DebugLog:
-    """librdkafka's log lines at debug level: the thread logs what an outage means."""
-
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        log.debug(msg, *args)
-
-
 class BackgroundProducer:
     """Owns the broker connection; ``submit`` never waits on it.
 
@@ -178,8 +136,6 @@ class BackgroundProducer:
         self.bootstrap = bootstrap
         self._ssl = ssl_context
         self._config = dict(admin_config)
-        self._incarnations: TopicIncarnations | None = None  # made once connected
-        self._topic_ids: dict[str, str] = {}
         self.stats = ProducerStats()
         self._outbox = outbox
         self._topics = tuple(topics)
@@ -202,6 +158,8 @@ class BackgroundProducer:
         # The window must outlast the restart probe, or a restart goes unrepaired.
         self._resend_window_s = max(resend_window_s, 3 * PROBE_S)
         self._resend_max = resend_max
+        self._watch = TopicWatch(bootstrap, self._topics, self._config,
+                                 self._resend_window_s, PROBE_TIMEOUT_S)
         self._stopping = threading.Event()
         # Delivery callbacks and this module's loop are short Python bursts; a
         # short GIL switch interval (default 5 ms) bounds how long they can
@@ -312,35 +270,8 @@ class BackgroundProducer:
             self._drain_librdkafka()
             self._spill()
             # librdkafka's threads end with the last reference, here, not in a caller.
-            self._producer = self._incarnations = None
-
-    def _librdkafka_config(self, idempotent: bool) -> dict[str, Any]:
-        return {
-            **self._config,
-            "acks": "all",
-            "enable.idempotence": idempotent,
-            # Without idempotence only one request in flight keeps retries in order.
-            "max.in.flight.requests.per.connection": 5 if idempotent else 1,
-            "partitioner": "murmur2_random",
-            "allow.auto.create.topics": False,  # topics are made by ensure_topics
-            "linger.ms": 5,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": self._queue_size,
-            "request.timeout.ms": self._timeout_ms,
-            "message.timeout.ms": 2 * self._timeout_ms,
-            "socket.connection.setup.timeout.ms": self._timeout_ms,
-            "reconnect.backoff.max.ms": 1_000,
-            "logger": _DebugLog(),
-        }
-
-    def _idempotent(self) -> bool:
-        known = self._idempotence
-        if known is None:
-            known = _IDEMPOTENT_BROKERS.get(self.bootstrap)
-        if known is None:
-            known = asyncio.run(_grants_idempotence(self.bootstrap, self._ssl, self._timeout_ms))
-            _IDEMPOTENT_BROKERS[self.bootstrap] = known
-        return known
+            self._producer = None
+            self._watch.close()
 
     def _connect(self) -> bool:
         """Make the topics and the librdkafka producer; True once the broker answers."""
@@ -354,10 +285,14 @@ class BackgroundProducer:
                                           self._ssl))
                 # The incarnation written to from now on (anything before it is
                 # re-sent from the window when an outage led here).
-                self._renewed_topics()
+                self._watch.renewed()
             if self._producer is None:
-                idempotent = self._idempotent()
-                self._producer = Producer(self._librdkafka_config(idempotent))
+                idempotent = self._idempotence
+                if idempotent is None:
+                    idempotent = grants_idempotence(self.bootstrap, self._ssl, self._timeout_ms)
+                self._producer = Producer(producer_config(
+                    self._config, idempotent=idempotent, queue_size=self._queue_size,
+                    timeout_ms=self._timeout_ms))
                 self.stats.idempotent = idempotent
                 self._producer.list_topics(timeout=PROBE_TIMEOUT_S)
         except (KafkaError, KafkaException, OSError, TimeoutError) as exc:
@@ -365,47 +300,6 @@ class BackgroundProducer:
             return False
         self.stats.connected = True
         return True
-
-    def _broker_forgot(self) -> bool:
-        """True when the broker is unreachable, lost our topics, or has new ones.
-
-        Tansu acknowledges writes to a topic it no longer knows and then never
-        serves them (docs/broker.md), so a restart must be noticed before the
-        re-send window has passed: every ``PROBE_S`` the topics are looked up.
-        Presence is not enough: after a restart another client (a worker, a
-        second agent) may re-create the topics before this probe runs, and what
-        this producer wrote in between is gone. So each topic's id is compared
-        with the one seen before: a different id is a new incarnation, and the
-        window is sent again into it.
-        """
-        assert self._producer is not None
-        try:
-            cluster = self._producer.list_topics(timeout=PROBE_TIMEOUT_S)
-        except KafkaException:
-            return True
-        missing = {t for t in self._topics
-                   if t not in cluster.topics or cluster.topics[t].error is not None}
-        if missing:
-            log.warning("broker %s lost %d topics (restarted?); re-creating them and "
-                        "re-sending the last %.0f s", self.bootstrap, len(missing),
-                        self._resend_window_s)
-            return True
-        renewed = self._renewed_topics()
-        if renewed:
-            log.warning("broker %s has new incarnations of %d topics (restarted?); "
-                        "re-sending the last %.0f s", self.bootstrap, len(renewed),
-                        self._resend_window_s)
-        return bool(renewed)
-
-    def _renewed_topics(self) -> set[str]:
-        """Topics whose id differs from the last one seen (an unknown id is no change)."""
-        if self._incarnations is None:
-            self._incarnations = TopicIncarnations(self._config)
-        now = self._incarnations.current(self._topics)
-        renewed = {t for t, tid in now.items()
-                   if tid is not None and self._topic_ids.get(t, tid) != tid}
-        self._topic_ids.update({t: tid for t, tid in now.items() if tid is not None})
-        return renewed
 
     def _trim_recent(self) -> None:
         horizon = time.monotonic() - self._resend_window_s
@@ -481,7 +375,7 @@ class BackgroundProducer:
             ok = not self._failed
             if ok and self._topics and time.monotonic() - probed >= PROBE_S:
                 probed = time.monotonic()
-                ok = not self._broker_forgot()
+                ok = not self._watch.forgot(self._producer)
             if ok and len(self._outbox):
                 ok = self._replay()
             elif ok and (self._queue or self._taking):
