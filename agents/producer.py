@@ -26,7 +26,7 @@ before the direct path reopens. Re-sent events may duplicate ones the broker
 already had; projections de-duplicate by producer identity and sequence
 (docs/exactly-once.md).
 
-Events handed to librdkafka are also kept for ``resend_window_s`` (bounded by
+Acknowledged events are also kept for ``resend_window_s`` (bounded by
 ``resend_max``) and sent again after an outage, because a broker that
 restarts without durable storage (the embedded Tansu, docs/broker.md)
 forgets what it had acknowledged, and acknowledges writes to topics it no
@@ -207,13 +207,12 @@ class BackgroundProducer:
             log.debug("librdkafka refused an event: %s", exc)
             self._failed.append(row)
             self.stats.send_failures += 1
-            return
-        self._recent.append((time.monotonic(), row))
 
     def _delivered(self, row: Row, err: Any, _msg: Message) -> None:
         """librdkafka's delivery report (on the producer thread, inside ``poll``)."""
         if err is None:
             self.stats.sent += 1
+            self._recent.append((time.monotonic(), row))
         else:
             self._failed.append(row)
             self.stats.send_failures += 1
