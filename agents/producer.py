@@ -334,14 +334,22 @@ class BackgroundProducer:
         self._spill()
 
     def _send_rows(self, rows: list[Row]) -> None:
-        """Produce rows from this thread, waiting (here, not in the caller) for queue room."""
+        """Produce rows from this thread, waiting (here, not in the caller) for queue room.
+
+        Once a delivery failed (or the producer stops), waiting for room is
+        pointless: the rows not yet handed over join the failed ones, which
+        go to the outbox in sequence order.
+        """
         assert self._producer is not None
-        for row in rows:
+        for i, row in enumerate(rows):
             while True:
                 try:
                     self._produce(row)
                     break
                 except BufferError:
+                    if self._failed or self._stopping.is_set():
+                        self._failed.extend(rows[i:])
+                        return
                     self._producer.poll(0.01)
 
     def _replay(self) -> bool:
