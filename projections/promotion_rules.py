@@ -38,6 +38,7 @@ class PromotionPolicy:
     latency_slack_us: float = 1000.0
     fallback_min_samples: int = 50
     fallback_tolerance: float = 0.02
+    refresh_every: int = 100  # scored outcomes between snapshots of the live models (0: never)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class AgentState:
     next_version: int = 2
     last_seq: int = 0
     since_test: int = 0
+    since_refresh: int = 0  # scored outcomes since the live models were last snapshotted
     pairs: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     gens: dict[str, int] = field(default_factory=dict)
     latency: dict[str, list[float]] = field(default_factory=dict)  # policy -> latencies

@@ -78,6 +78,8 @@ class Loop:
         self.transitions: list[Transition] = []
         self.at_seq: list[int] = []  # shadow outcome count at each automatic transition
         self.shadow = ShadowProjection(agents, on_scored=self._scored)
+        # The gate alone by default: refreshed snapshots have their own test.
+        policy = policy or PromotionPolicy(refresh_every=0)
         self.promotion = PromotionProjection(agents, policy, snapshot_of=self.shadow.model_snapshot,
                                              key_prefix=store.prefix if store else "selflearn")
         self.store = store
@@ -259,3 +261,23 @@ def test_policy_store_never_goes_back_to_an_older_revision(store) -> None:
     assert store.get("a") == newer and store.load_model("a", chal) == b"new"
     assert store.load_model("a", ModelRef("oracle", 9)) is None and store.get("zz") is None
     assert store.all_policies() == {"a": newer}
+
+
+def test_live_models_are_snapshotted_again_as_new_versions_every_refresh_interval(store) -> None:
+    """The engine serves snapshots; a refresh hands it what the shadow copy has learned since."""
+    agent = "task-estimator"
+    loop = Loop({agent: spec(agent, mode="log_only")}, store, PromotionPolicy(refresh_every=40))
+    learned = loop.feed(stream(agent, 0, 130, offset_by=0.0))
+    refreshes = [t for t in loop.transitions if t.event.type == "promotion.refreshed"]
+    assert len(refreshes) == learned // 40 == 3 and loop.at_seq == [40, 80, 120]
+    versions = [t.policy.champion.version for t in refreshes]
+    assert versions == [2, 3, 4]  # new versions of the same model, never overwritten
+    assert [t.policy.revision for t in refreshes] == [1, 2, 3]
+    assert {t.policy.canary_percent for t in refreshes} == {0}  # the step is untouched
+    last = refreshes[-1]
+    assert last.event.payload["replaces"] == "constant:v3"
+    # what the store serves now is the champion as the shadow held it at the refresh
+    served = store.get(agent)
+    assert served is not None and served.champion == last.policy.champion
+    assert store.load_model(agent, served.champion) == last.snapshots[served.champion]
+    assert loop.promotion.states[agent].pairs  # the gate's pairs survive a refresh
