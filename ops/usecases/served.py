@@ -64,6 +64,8 @@ SERVED = "served"
 PREFIX = "served"
 #: the agent whose configuration (champion, challengers, mode) each project replays
 AGENT_OF = {"storypoints": "task-estimator", "changes": "code-reviewer"}
+#: review answers are ranked by their percentile among this many of the serving model's scores
+PERCENTILE_WINDOW = 1000
 #: targets of issue 16 on the served answers, macro over projects
 TARGETS = {"storypoints": {"gain_vs_constant": 0.20, "gain_vs_running_median": 0.10},
            "changes": {"recall_gain_vs_size_heuristic": 0.15}}
@@ -149,9 +151,39 @@ def replay_served(replay: Replay, spec: AgentSpec,
     return out
 
 
+def served_percentiles(run: ServedProject, window: int = PERCENTILE_WINDOW) -> list[float]:
+    """Each served answer as its percentile among the serving model's own last scores.
+
+    Review scores of different models live on different scales (the size rule
+    counts lines, the learners answer probabilities), so ranking a project's
+    served answers by their raw value would rank whole eras, not changes. A
+    reviewer acts on "among the riskiest 20 % this model has scored lately":
+    the answer's share of the serving model's previous ``window`` shadow
+    scores below it (ties count half; 0.5 with no history yet).
+    """
+    from bisect import bisect_left, bisect_right, insort
+
+    recent: dict[str, list[float]] = {n: [] for n in run.models}
+    out: list[float] = []
+    for i, (answer, arm) in enumerate(zip(run.served, run.arms, strict=True)):
+        model = arm.split()[1].rsplit(":", 1)[0]
+        seen = recent.get(model) or []
+        if seen:
+            below, equal = bisect_left(seen, answer), bisect_right(seen, answer)
+            out.append((below + 0.5 * (equal - below)) / len(seen))
+        else:
+            out.append(0.5)
+        for name, scores in run.models.items():
+            ordered = recent[name]
+            insort(ordered, scores[i])
+            if i >= window:
+                del ordered[bisect_left(ordered, scores[i - window])]
+    return out
+
+
 def _columns(kind: str, run: ServedProject) -> dict[str, list[float]]:
     """``served``, the never-learning baseline, then every model of the agent."""
-    cols = {SERVED: run.served}
+    cols = {SERVED: run.served if kind == "task_estimate" else served_percentiles(run)}
     base = BASELINES[kind]
     if base not in run.models:
         never = learner_factory(kind, base)()
@@ -203,13 +235,20 @@ def evaluate_served(what: str, folder: str | Path, spec: AgentSpec | None = None
 
 def _effort_aware(result: dict[str, Any], replayed: dict[str, Any],
                   runs: dict[str, ServedProject]) -> None:
-    """Add ``effort_recall_at_20`` per project and ``pooled`` recall (defects found / all)."""
+    """Add ``effort_recall_at_20`` per project and ``pooled`` recall (defects found / all).
+
+    ``effort_recall_at_20``: share of the defects found reviewing changes in
+    order of risk per changed line until 20 % of the project's changed lines
+    are reviewed (:func:`projections.evaluate.effort_recall_at`).
+    """
     found: Counter[str] = Counter()
     found_effort: Counter[str] = Counter()
     defects = n = 0
     for project, (ys, cols) in replayed.items():
         effort = [change_effort(x) for x in runs[project].contexts]
-        per = {k: effort_recall_at(s, ys, effort) for k, s in cols.items()}
+        # effort-aware ranking (Kamei et al. 2013): predicted risk per changed line
+        per = {k: effort_recall_at([v / max(e, 1.0) for v, e in zip(s, effort, strict=True)],
+                                   ys, effort) for k, s in cols.items()}
         result["projects"][project]["effort_recall_at_20"] = per
         pos = sum(ys)
         defects, n = defects + pos, n + len(ys)
