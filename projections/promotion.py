@@ -42,12 +42,13 @@ Refresh: the live models keep learning
 The decision engine serves snapshots and learns nothing itself; without a
 refresh the champion would serve the state it had when it went live (for the
 first champion: a model that has learned nothing) while its shadow copy
-learns every outcome. Every ``refresh_every`` (= 100) scored outcomes the
-champion and the canary model are snapshotted again as **new versions of the
-same models** (``promotion.refreshed``; the step, the pairs collected and the
-gate are untouched). Versions stay immutable, so every decision still names
-the exact snapshot that made it (audit, lineage). 100 was chosen on the
-selection projects only (docs/served.md). Log-only agents
+learns every outcome. So the champion and the canary model are snapshotted
+again as **new versions of the same models** (``promotion.refreshed``; the
+step, the pairs collected and the gate are untouched) once they have learned
+a tenth more outcomes than at their last snapshot — young models change
+fastest — and at least every ``refresh_every`` (= 100) scored outcomes.
+Versions stay immutable, so every decision still names the exact snapshot
+that made it (audit, lineage). Why these numbers: docs/served.md. Log-only agents
 never leave step 0 (neither automatically nor by hand).
 
 The rules are pure functions (:mod:`projections.promotion_rules`); this
@@ -192,7 +193,9 @@ class PromotionProjection:
             if why:
                 return [self._rollback(scored.agent_id, why, when)]
         out: list[Transition] = []
-        if 0 < self.cfg.refresh_every <= st.since_refresh:
+        # Young models change fastest: refresh after a tenth of what they have learned,
+        # at most every `refresh_every` outcomes.
+        if 0 < min(self.cfg.refresh_every, max(1, scored.seq // 10)) <= st.since_refresh:
             out.append(self._refresh(scored.agent_id, when))
         st.since_test += 1
         if st.since_test < self.cfg.test_every or self.specs[scored.agent_id].mode != "live":

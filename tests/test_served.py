@@ -125,3 +125,42 @@ def test_effort_aware_recall_counts_changed_lines_not_changes() -> None:
     assert effort_recall_at(scores, labels, big_first, 0.2) == 0.0
     small_first = [0.0, 1.0, 2.0, 3.0]
     assert effort_recall_at(small_first, labels, big_first, 0.2) == 0.5
+
+
+def test_the_report_scores_each_arm_and_the_served_answers_against_the_baseline() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ops.report.page import build_report
+    from ops.report.served import arms, mean_ci, served_series
+    from schemas import new_event
+    from schemas.policy import LivePolicy, ModelRef
+
+    t0, agent, evs = datetime(2026, 1, 1, tzinfo=UTC), "task-estimator", []
+    truth = [float(1 + (i * 7) % 13) for i in range(300)]
+    for i, y in enumerate(truth):
+        at = t0 + timedelta(seconds=i)
+        ctx = {"task_id": f"t{i}", "project": "p", "title": "x"}
+        evs += [new_event("decision.requested", {"request_id": f"r{i}", "kind": "task_estimate",
+                                                 "context": ctx}, producer=agent, occurred_at=at),
+                new_event("decision.made", {"request_id": f"r{i}", "kind": "task_estimate",
+                                            "output": y + 2.0, "model_version": "m0:1",
+                                            "policy": "champion", "inputs_digest": "d",
+                                            "features": {}}, producer=agent, occurred_at=at)]
+        evs += [new_event("shadow.predicted", {"request_id": f"r{i}", "kind": "task_estimate",
+                                               "model": m, "prediction": y + err},
+                          producer=agent, occurred_at=at)
+                for m, err in (("m0", 2.0), ("m1", -1.0 if i % 2 else 0.5))]
+        evs.append(new_event("task.completed", {"task_id": f"t{i}", "project": "p",
+                                                "actual_points": y}, producer="tracker",
+                             occurred_at=at + timedelta(milliseconds=5)))
+    s = served_series(evs)[agent]
+    assert [e for _, e in s.served] == [2.0] * 300
+    assert [e for _, e in s.baseline] == [abs(4.0 - y) for y in truth]  # constant 4
+    pol = LivePolicy(agent, "task_estimate", "live", ModelRef("m0", 1))
+    rows = {r["model"]: r for r in arms(s, pol)}
+    assert rows["m0"]["role"] == "champion" and rows["m1"]["role"] == "shadow challenger"
+    last = [1.0 if i % 2 else 0.5 for i in range(100, 300)]
+    assert (rows["m1"]["error"], rows["m1"]["ci_low"], rows["m1"]["ci_high"]) == mean_ci(last)
+    assert rows["m1"]["gate_pairs"] == 300 and rows["m1"]["gate_p"] < 1e-10
+    page = build_report(evs, {agent: pol}, {})
+    assert "What the live policy served" in page and "shadow challenger" in page
