@@ -124,7 +124,7 @@ def configured_agents(challengers: Mapping[str, Sequence[str]]) -> dict[str, Age
 
     ``challengers`` maps an agent id to its challengers: registered names or
     River specs. ``SELFLEARN_CHALLENGERS='{"task-estimator": ["knn_median",
-    "river.feature_extraction.TFIDF(on=\\'title\\')|linear_model.PARegressor"]}'`` is the
+    "river.feature_extraction.TFIDF(on=\\"title\\")|linear_model.PARegressor"]}'`` is the
     one line that puts a River pipeline into the task estimator's shadow. Every
     name is resolved here, so a spec that cannot work fails at start-up.
 

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     challengers
         Challengers per agent id, replacing its defaults (JSON): registered
         learner names or River specs, e.g. ``SELFLEARN_CHALLENGERS='{"task-estimator":
-        ["river.feature_extraction.BagOfWords(on=\\'title\\')|linear_model.LinearRegression"]}'``
+        ["river.feature_extraction.BagOfWords(on=\\"title\\")|linear_model.LinearRegression"]}'``
         (:func:`projections.agent_specs.configured_agents`; docs/river.md).
     """
 
