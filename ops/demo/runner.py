@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from agents.client import AgentClient
 from ops.data import data_path
 from ops.demo.data_agents import RUNNERS, AgentPlan, plans
 from ops.demo.data_agents import Progress as AgentProgress
+from ops.demo.identity import DemoIdentity, as_operator, erase_as_officer, print_trail_paths
 from ops.metrics import decision_observer, start_metrics_server
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import start_worker, wait_ready, worker_env
@@ -68,32 +70,37 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
     started = time.monotonic()
     console.print(f"metrics of the agents: http://127.0.0.1:{start_metrics_server()}/metrics")
     console.print(f"[bold]selflearn demo[/] — data folder {settings.data_dir}")
+    since = datetime.now(UTC)
     addresses = up(settings)
+    who = as_operator(settings)  # the worker, the vision agent and the commands run as it
+    print_trail_paths(settings, who, console)
+    operator = who.operator
     worker: Spawned | None = None
     vision: subprocess.Popen | None = None
     clients: list[AgentClient] = []
     try:
         log = Path(settings.data_dir) / "logs" / "worker.log"
         offset = log.stat().st_size if log.exists() else 0
-        worker = start_worker(settings, addresses, log)
+        worker = start_worker(operator, addresses, log)
         with console.status("starting the Faust worker (joins its consumer group) ..."):
             wait_ready(log, after=offset)
-        vision = _start_vision(settings, addresses, duration)
+        vision = _start_vision(operator, addresses, duration)
         erasure: dict[str, Any] = {}
         result_agents = _run_agents(settings, addresses, duration, speed, clients, console,
-                                    erasure)
+                                    erasure, who)
         vision_stats = _finish_vision(vision)
         vision = None
         with console.status("letting the worker finish learning from the last events ..."):
             time.sleep(3 * settings.checkpoint_s)
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
-        report, learned = _write_report(settings, addresses, console)
+        report, learned = _write_report(settings, addresses, console, since)
         if erasure.get("subject"):
             erasure["unreadable_events"] = _unreadable(addresses, erasure["subject"])
         result = DemoResult(result_agents, dict(policies), vision_stats, report,
                             time.monotonic() - started, learned, erasure or None)
         summarize(result, console)
+        print_trail_paths(settings, who, console)
         return result
     finally:
         for c in clients:
@@ -110,19 +117,14 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
                           "`selflearn down` stops the servers")
 
 
-def _erase_half_way(settings: Settings, progress: dict[str, AgentProgress],
+def _erase_half_way(who: DemoIdentity, progress: dict[str, AgentProgress],
                     out: dict[str, Any]) -> None:
     """Erase the first data subject the task estimator served (runs in its own thread)."""
-    from ops.usecases.privacy import erase
-
     subjects = progress.get("task-estimator", AgentProgress()).subjects
     if not subjects:
         return
     out["subject"] = subjects[0]
-    try:
-        out.update(erase(settings, subjects[0], "demo: right to erasure, half-way", wait_s=30))
-    except Exception as exc:  # the demo goes on; the report says what failed
-        out["error"] = f"{type(exc).__name__}: {exc}"
+    erase_as_officer(who, subjects[0], "demo: right to erasure, half-way", out)
 
 
 def _unreadable(addresses: Addresses, subject: str) -> int:
@@ -140,7 +142,7 @@ def _unreadable(addresses: Addresses, subject: str) -> int:
 
 def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed: float,
                 clients: list[AgentClient], console: Console,
-                erasure: dict[str, Any]) -> dict[str, AgentProgress]:
+                erasure: dict[str, Any], who: DemoIdentity) -> dict[str, AgentProgress]:
     from schemas.protect import Protector, detector_for, key_store
 
     stop_flag = threading.Event()
@@ -174,7 +176,7 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
         while time.monotonic() < end and any(t.is_alive() for t in threads):
             if eraser is None and time.monotonic() > end - duration / 2:
                 eraser = threading.Thread(target=_erase_half_way,
-                                          args=(settings, progress, erasure), daemon=True)
+                                          args=(who, progress, erasure), daemon=True)
                 eraser.start()
             for agent, task in ids.items():
                 p = progress[agent]
@@ -214,14 +216,15 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _write_report(settings: Settings, addresses: Addresses, console: Console
-                  ) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
+def _write_report(settings: Settings, addresses: Addresses, console: Console,
+                  since: datetime) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
     """The HTML report, and the latest shadow metrics per agent and model."""
     from ops.report.generate import default_target, write_current
 
     path = default_target(settings)
     try:
-        _, events = write_current(settings, addresses, path, title="selflearn demo")
+        _, events = write_current(settings, addresses, path, title="selflearn demo",
+                                  audit_since=since)
     except Exception as exc:  # the report is a by-product; the demo's result stands
         console.print(f"[yellow]report not written: {exc}[/]")
         return None, {}
@@ -255,7 +258,9 @@ def summarize(result: DemoResult, console: Console) -> None:
     if e:
         forgot = ", ".join(f"{k} {v}" for k, v in (e.get("forgot") or {}).items()) or \
             "no worker report yet"
-        console.print(f"erased half-way: subject {e.get('subject')} — "
+        by = f" by {e['by']}" if e.get("by") else ""
+        denied = f" (denied to {', '.join(e['denied'])} first)" if e.get("denied") else ""
+        console.print(f"erased half-way{by}{denied}: subject {e.get('subject')} — "
                       f"{e.get('key_versions_destroyed', 0)} key version(s) destroyed, "
                       f"{e.get('unreadable_events', 0)} archived events now read '\\[erased]'; "
                       f"forgotten: {forgot}" + (f" [red]{e['error']}[/]" if "error" in e else ""))
