@@ -72,7 +72,8 @@ def run(settings: Settings, stack: Addresses, tmp_path: Path) -> Iterator[dict[s
     log = tmp_path / "worker.log"
     workers.append(start_worker(own, dataclasses.replace(stack, mlflow_uri=mlflow_uri), log))
     wait_ready(log)
-    yield {"settings": own, "log": log, "agent": "task-estimator"}
+    yield {"settings": own, "log": log, "agent": "task-estimator",
+           "server_logs": Path(settings.data_dir) / "logs"}
     for w in workers:
         stop(w.pid, w.create_time, timeout=10)
 
@@ -182,7 +183,8 @@ def _redis_values(r: redis.Redis) -> list[bytes]:
     return out
 
 
-def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str) -> dict[str, bytes]:
+def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str,
+                     server_logs: Path) -> dict[str, bytes]:
     """Raw bytes of every store that could hold personal data, per store."""
     stores: dict[str, bytes] = {}
     chunks: list[bytes] = []
@@ -209,6 +211,8 @@ def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str) -> 
         stores[folder.name] = b"\n".join(gzip.decompress(f.read_bytes()) if f.suffix == ".gz"
                                          else f.read_bytes() for f in files)
     stores["worker log"], stores["sdk log"] = log.read_bytes(), sdk_log.encode()
+    # The servers' own logs (broker, PostgreSQL, Redis): an error may quote a value.
+    stores["server logs"] = b"\n".join(f.read_bytes() for f in server_logs.glob("*.log"))
     return stores
 
 
@@ -258,7 +262,8 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
     cold = _to_cold(s, stack, agent)  # the hot rows as retention writes them to cold files
 
     # No plaintext of any subject's personal text anywhere (sealed before leaving the SDK).
-    stores = _scan_everything(s, stack, Path(str(run["log"])), caplog.text)
+    stores = _scan_everything(s, stack, Path(str(run["log"])), caplog.text,
+                              Path(str(run["server_logs"])))
     assert stores["broker"] and stores["postgresql"] and stores["redis"] and stores["outbox"]
     # The scan reads content, not noise: what these events hold in clear is found.
     for name in ("broker", "postgresql", "cold"):
