@@ -99,3 +99,8 @@ def test_demo_runs_as_operator_and_the_report_shows_its_erasure(
     assert "3 (task.estimated 3)" in row  # the subject's archived events, now unreadable
     assert f"{DEMO_OPERATOR}</td><td>erase</td><td>{SUBJECT}</td><td><span class=\"rollback\">" \
            "denied" in section
+
+    # Reading the audit log is an auditor's right: an operator's report says so instead.
+    page, _ = write_current(who.operator, stack, tmp_path / "op.html", title="t")
+    assert 'id="audit-trail"' not in page
+    assert f"audit trail not shown: {DEMO_OPERATOR} may not read the audit log" in page

@@ -94,9 +94,15 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
             time.sleep(3 * settings.checkpoint_s)
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
+        _sync_trail(settings)
         report, learned = _write_report(settings, addresses, console, since)
         if erasure.get("subject"):
             erasure["unreadable_events"] = _unreadable(addresses, erasure["subject"])
+            if not erasure.get("forgot"):  # the workers caught up after `erase` stopped waiting
+                from ops.report.trail import forgot_counts
+
+                erasure["forgot"] = forgot_counts(addresses.redis_url, settings.topic_prefix,
+                                                  erasure["subject"])
         result = DemoResult(result_agents, dict(policies), vision_stats, report,
                             time.monotonic() - started, learned, erasure or None)
         summarize(result, console)
@@ -239,6 +245,18 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
         out, _ = proc.communicate()
     lines = [line for line in (out or "").splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
+
+
+def _sync_trail(settings: Settings) -> None:
+    """Copy the run's last transitions into the audit log and sign (the worker's tick, now)."""
+    from ops.access.trail import Trail, tick
+
+    try:
+        tick(Trail.of(settings))
+    except Exception as exc:  # the worker copies them at its next tick
+        import logging
+
+        logging.getLogger(__name__).warning("audit trail not synced: %s", exc)
 
 
 def _write_report(settings: Settings, addresses: Addresses, console: Console,

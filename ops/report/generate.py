@@ -47,9 +47,20 @@ def write_current(settings: Any, addresses: Any, target: str | Path, *, title: s
 
 def _trail_section(settings: Any, addresses: Any, since: datetime | None,
                    notes: list[str]) -> str:
-    """The audit-trail section, or a note when the audit log cannot be read."""
+    """The audit-trail section, or a note when the audit log cannot (or may not) be read.
+
+    Reading the audit log is an auditor's right (``audit-log.show``): a viewer's
+    or an operator's report says so instead of showing it (not audited as a
+    denial: the served report regenerates every few seconds).
+    """
+    from ops.access.rbac import decide
     from ops.report.trail import load_trail, trail_section
 
+    actor, allowed = decide(settings, "audit-log.show")
+    if not allowed:
+        notes.append(f"audit trail not shown: {actor.name} may not read the audit log "
+                     "(auditor or admin)")
+        return ""
     try:
         return trail_section(load_trail(settings, addresses, since))
     except Exception as exc:  # noqa: BLE001 - the rest of the report stands

@@ -75,7 +75,8 @@ def _unreadable(database_url: str, subject: str) -> dict[str, int]:
     return dict(counts)
 
 
-def _forgot(redis_url: str, prefix: str, subject: str) -> dict[str, int] | None:
+def forgot_counts(redis_url: str, prefix: str, subject: str) -> dict[str, int] | None:
+    """What the workers forgot of ``subject`` so far, per projection (``copies`` handled)."""
     import redis
 
     r = redis.Redis.from_url(redis_url, socket_timeout=5)
@@ -117,7 +118,7 @@ def load_trail(settings: Any, addresses: Any, since: datetime | None) -> TrailVi
         except Exception as exc:  # noqa: BLE001 - shown as a note, the rest stands
             view.notes.append(f"archive unreadable for {e['subject']}: {exc}")
         try:
-            e["forgot"] = _forgot(addresses.redis_url, settings.topic_prefix,
+            e["forgot"] = forgot_counts(addresses.redis_url, settings.topic_prefix,
                                   e["subject"]) or e["forgot"]
         except Exception as exc:  # noqa: BLE001
             view.notes.append(f"Redis unreadable for {e['subject']}: {exc}")
