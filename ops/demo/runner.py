@@ -247,12 +247,21 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _sync_trail(settings: Settings) -> None:
-    """Copy the run's last transitions into the audit log and sign (the worker's tick, now)."""
+def _sync_trail(settings: Settings, settle_s: float = 5.0, limit_s: float = 20.0) -> None:
+    """Copy the run's last transitions into the audit log and sign (the worker's tick, now).
+
+    A transition reaches the archive only when the worker reads it back from its
+    topic, so this repeats until nothing new came for ``settle_s`` seconds.
+    """
     from ops.access.trail import Trail, tick
 
+    trail = Trail.of(settings)
+    start = quiet = time.monotonic()
     try:
-        tick(Trail.of(settings))
+        while time.monotonic() - quiet < settle_s and time.monotonic() - start < limit_s:
+            if tick(trail):
+                quiet = time.monotonic()
+            time.sleep(1.0)
     except Exception as exc:  # the worker copies them at its next tick
         import logging
 
