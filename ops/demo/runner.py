@@ -126,10 +126,17 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
 def _erase_half_way(who: DemoIdentity, database_url: str,
                     progress: dict[str, AgentProgress], out: dict[str, Any]) -> None:
     """Erase a data subject the task estimator served (runs in its own thread)."""
-    subjects = progress.get("task-estimator", AgentProgress()).subjects
+    from schemas.protect import key_store
+
+    keys = key_store(who.operator)
+    try:  # the data folder outlives a run: the same data replays subjects erased before
+        subjects = [s for s in progress.get("task-estimator", AgentProgress()).subjects[:1000]
+                    if not keys.is_erased(s)]
+    finally:
+        getattr(keys, "close", lambda: None)()
     if not subjects:
         return
-    out["subject"] = _settled_subject(database_url, subjects[:1000])
+    out["subject"] = _settled_subject(database_url, subjects)
     erase_as_officer(who, out["subject"], "demo: right to erasure, half-way", out)
 
 
