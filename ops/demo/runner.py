@@ -90,19 +90,15 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
                                     erasure, who)
         vision_stats = _finish_vision(vision)
         vision = None
-        with console.status("letting the worker finish learning from the last events ..."):
+        with console.status("letting the worker finish learning and forgetting ..."):
             time.sleep(3 * settings.checkpoint_s)
+            _await_forgetting(addresses.redis_url, settings.topic_prefix, erasure)
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
         _sync_trail(settings)
         report, learned = _write_report(settings, addresses, console, since)
         if erasure.get("subject"):
             erasure["unreadable_events"] = _unreadable(addresses, erasure["subject"])
-            if not erasure.get("forgot"):  # the workers caught up after `erase` stopped waiting
-                from ops.report.trail import forgot_counts
-
-                erasure["forgot"] = forgot_counts(addresses.redis_url, settings.topic_prefix,
-                                                  erasure["subject"])
         result = DemoResult(result_agents, dict(policies), vision_stats, report,
                             time.monotonic() - started, learned, erasure or None)
         summarize(result, console)
@@ -138,6 +134,29 @@ def _erase_half_way(who: DemoIdentity, database_url: str,
         return
     out["subject"] = _settled_subject(database_url, subjects)
     erase_as_officer(who, out["subject"], "demo: right to erasure, half-way", out)
+
+
+def _await_forgetting(redis_url: str, prefix: str, erasure: dict[str, Any],
+                      timeout_s: float = 90.0) -> None:
+    """Wait until the workers handled every copy of the erasure (a lagging worker is late).
+
+    ``erase`` waits 30 s; on a loaded machine the worker may read the control
+    topic later. Sets ``erasure["forgot"]`` to the workers' totals when they come.
+    """
+    from ops.report.trail import forgot_counts
+
+    if not erasure.get("partitions") or erasure.get("forgot"):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            counts = forgot_counts(redis_url, prefix, erasure["subject"]) or {}
+        except Exception:  # Redis busy: try again until the deadline
+            counts = {}
+        if counts.get("copies", 0) >= erasure["partitions"]:
+            erasure["forgot"] = {k: v for k, v in counts.items() if k != "copies"}
+            return
+        time.sleep(1.0)
 
 
 def _settled_subject(database_url: str, subjects: list[str], wait_s: float = 30.0) -> str:
