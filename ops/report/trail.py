@@ -133,8 +133,8 @@ def _summary(op: str, d: dict[str, Any]) -> str:
                f"{d.get('reason', '')}"
     if "needs" in d:
         return f"needs {' or '.join(d['needs'])}; has {', '.join(d.get('roles') or []) or 'none'}"
-    keep = {k: v for k, v in d.items() if k in ("reason", "role", "key_versions", "kek_version",
-                                                "rewrapped", "forgot", "out", "rows")}
+    keep = {k: v for k, v in d.items() if v is not None and k in (
+        "reason", "role", "key_versions", "kek_version", "rewrapped", "forgot", "out", "rows")}
     return ", ".join(f"{k} {v}" for k, v in keep.items())
 
 
