@@ -34,7 +34,7 @@ from schemas.policy import LivePolicy
 def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
                  dead_letters: Mapping[str, int], title: str = "selflearn report", *,
                  refresh: int | None = None, notes: Sequence[str] = (),
-                 generated_at: datetime | None = None) -> str:
+                 generated_at: datetime | None = None, sections: Sequence[str] = ()) -> str:
     """One self-contained HTML page about ``events``, the live ``policies`` and dead letters.
 
     Parameters
@@ -53,6 +53,9 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
         Warnings shown at the top (e.g. a source that could not be read).
     generated_at
         Time printed as "generated" (default: now).
+    sections
+        Finished HTML sections appended after the agents (e.g. the audit trail,
+        :mod:`ops.report.trail`).
     """
     from ops.report import plots  # matplotlib: only when a page is built
 
@@ -76,6 +79,7 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
     for aid in sorted(set(c.agents) | set(policies)):
         parts.append(plots.agent_section(c.agents.get(aid) or AgentData(aid), policies.get(aid),
                                     until))
+    parts.extend(sections)
     parts.append("</main></body></html>")
     return "".join(parts)
 
