@@ -147,7 +147,10 @@ class WorkerPipeline:
         if not until_redis_answers(lambda: self.policies.publish(t.policy, t.snapshots)):
             return  # not newer: a replay of a transition already published
         self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
-        if self.registry is not None and t.event.type.startswith("promotion."):
+        # Refreshed versions stay in Redis (audit reads them there); registering each in
+        # MLflow cost the worker more CPU than its learning (docs/served.md).
+        if self.registry is not None and t.event.type in ("promotion.step_changed",
+                                                          "promotion.rolled_back"):
             shard = self.learning.shards[partition]
             agent = t.policy.agent_id
             metrics = shard.shadow.metrics(agent) if agent in shard.shadow.models else {}

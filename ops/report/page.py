@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ops.report.collect import AgentData, collect
 from ops.report.html import CSS, esc, fmt_time
+from ops.report.served import served_section
 from schemas import Envelope
 from schemas.policy import LivePolicy
 
@@ -58,6 +59,7 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
     """
     from ops.report import plots  # matplotlib: only when a page is built
 
+    events = list(events)
     c = collect(events)
     until = c.last or datetime.now(UTC)
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
@@ -70,6 +72,7 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
     parts = [head, f"<header><h1>{esc(title)}</h1><p>{esc(sub)}</p></header><main>"]
     parts += [f'<div class="note">{esc(n)}</div>' for n in notes]
     parts.append(plots.agents_section(c, policies))
+    parts.append(served_section(events, policies))
     parts.append(plots.dead_letter_section(dead_letters))
     if c.cameras:
         parts.append(plots.vision_section(c))
