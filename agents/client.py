@@ -231,9 +231,10 @@ class AgentClient:
                 )
                 # Too large for the broker: refused here, where the caller can see it
                 # (the background thread encodes again after sealing personal text).
-                check_size(len(encode(event)))
+                data = encode(event)
+                check_size(len(data))
                 self._next_seq[stream] = seq + 1
-                self._submit_event(event)
+                self._submit_event(event, data)
         except EventValidationError as exc:
             attempt = {"type": event_type, "payload": _withheld(event_type, payload),
                        "subject_id": subject_id}
@@ -316,10 +317,11 @@ class AgentClient:
         self._submit(self.dead_letter_topic, record)
         return Rejected(exc.reason.value, exc.message)
 
-    def _submit_event(self, event: Envelope) -> None:
+    def _submit_event(self, event: Envelope, data: bytes | None = None) -> None:
+        """Queue ``event``; ``data`` is its encoding when the caller already made it."""
         topic = self._topics[event.type]
         if self.protector is None or self._protect_now is None:
-            self._submit(topic, encode(event))
+            self._submit(topic, data if data is not None else encode(event))
         elif self._producer is None:
             self._submit(topic, encode(self._protect_now.protect(event)))
         else:
