@@ -167,11 +167,11 @@ class AgentClient:
         if redis_url is not None and (protector is not None or self.engine is not None):
             # An erased subject's cached keys and text leave this process too
             # (agents.erasure), polled from a thread of its own: emit and decide never wait.
-            import redis
+            from projections.redis_client import redis_client
 
             stores = {id(p.keys): p.keys for p in (protector, protector_now) if p is not None}
             self.erasures = ErasureFollower(
-                redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0),
+                redis_client(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0),
                 topic_prefix, [k.forget for k in stores.values()], every_s=erasure_poll_s,
                 name=agent_id)
 

@@ -46,6 +46,7 @@ import orjson
 from projections.feature_store import feature_key, parse_counters
 from projections.features import values
 from projections.learners import REVIEW_LEARNERS, TASK_LEARNERS, Learner, learner_factory
+from projections.redis_client import redis_client
 from projections.sealing import SnapshotTampered
 from schemas.policy import LivePolicy, ModelRef, policy_key
 
@@ -142,11 +143,8 @@ class DecisionEngine:
         self.refused: dict[int, str] = {}  # policy revision -> why its models were refused
         self._stop = threading.Event()
         self._redis: Any = None
+        self._redis_url = redis_url
         if redis_url is not None:
-            import redis
-
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0,
-                                               socket_connect_timeout=1.0)
             self._thread = threading.Thread(
                 target=self._refresh_loop, args=(refresh_s,), name=f"readmodel-{agent_id}",
                 daemon=True,
@@ -243,6 +241,9 @@ class DecisionEngine:
 
     def refresh(self) -> bool:
         """Read policy, snapshots and features from Redis once; True on success."""
+        if self._redis is None:  # made here: a cluster client asks a node for its slots
+            self._redis = redis_client(self._redis_url or "", socket_timeout=1.0,
+                                       socket_connect_timeout=1.0)
         r = self._redis
         raw = r.get(policy_key(self.prefix, self.agent_id))
         if raw is None:

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis
 
 from projections.base import Sourced
 from projections.features import WINDOW_S, deltas, values, window_start
+from projections.redis_client import RedisClient, execute_scripted
 from projections.watermarks import RECENT_IDS, identity_key
 
 # KEYS: the entity hash, its sequence holes, its recent unsequenced ids (sorted sets
@@ -127,7 +127,7 @@ class OnlineFeatureStore:
     """Feature counters per entity in Redis hashes, windowed by event time."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "sl", window_s: int = WINDOW_S,
+        self, client: RedisClient, prefix: str = "sl", window_s: int = WINDOW_S,
         window_ttl_s: int = 7 * 24 * 3600,
     ) -> None:
         self.r = client
@@ -155,16 +155,18 @@ class OnlineFeatureStore:
             )
         if not groups:
             return 0
-        pipe = self.r.pipeline(transaction=False)
-        for entity, rows in groups.items():
-            key = self.key(entity)
-            self._script(
-                keys=[key, f"{key}:holes", f"{key}:ids"],
-                args=[f"{key}:w:", self.window_ttl_s, orjson.dumps(rows), RECENT_IDS,
-                      MAX_ENTITY_HOLES],
-                client=pipe,
-            )
-        return int(sum(pipe.execute()))
+
+        def queue(pipe: Any) -> None:
+            for entity, rows in groups.items():
+                key = self.key(entity)
+                self._script(
+                    keys=[key, f"{key}:holes", f"{key}:ids"],
+                    args=[f"{key}:w:", self.window_ttl_s, orjson.dumps(rows), RECENT_IDS,
+                          MAX_ENTITY_HOLES],
+                    client=pipe,
+                )
+
+        return int(sum(execute_scripted(self.r, queue, [self._script])))
 
     def get(self, entity: str) -> FeatureRow | None:
         """All-time features of one entity, or None if it has none yet."""

@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
-import redis
+
+from projections.redis_client import RedisClient, execute_scripted
 
 _PUT = """
 local new = {}
@@ -55,7 +56,7 @@ class ShortTermMemory:
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "sl", max_entries: int = 100_000,
+        self, client: RedisClient, prefix: str = "sl", max_entries: int = 100_000,
         ttl_s: int = 24 * 3600,
     ) -> None:
         self.r = client
@@ -93,24 +94,27 @@ class ShortTermMemory:
         for i, (agent_id, entry_id, entry) in enumerate(entries):
             by_agent[agent_id] += [entry_id, orjson.dumps(entry)]
             ranked[f"{self._entry_prefix(agent_id)}{entry_id}"] = base + i
-        pipe = self.r.pipeline(transaction=False)
-        for agent_id, args in by_agent.items():
-            self._put(
-                keys=[self._agent_index(agent_id), f"{self.prefix}:m:{{{agent_id}}}:n"],
-                args=[self.ttl_s, self._entry_prefix(agent_id), *args], client=pipe,
-            )
-        pipe.zadd(self._index, ranked, nx=True)  # type: ignore[arg-type]
         horizon = str(base - self.ttl_s * 1_000_000)
-        for agent_id, entry_id, _ in entries:
-            subject = subjects.get(entry_id) if subjects else None
-            if subject is None:
-                continue
-            key = f"{self._entry_prefix(agent_id)}{entry_id}"
-            index = self._subject_index(subject)
-            pipe.zadd(index, {key: ranked[key]}, nx=True)
-            pipe.zremrangebyscore(index, "-inf", horizon)  # members past the TTL are gone
-            pipe.expire(index, self.ttl_s)
-        new = sum(int(n) for n in pipe.execute()[: len(by_agent)])
+
+        def queue(pipe: Any) -> None:
+            for agent_id, args in by_agent.items():
+                self._put(
+                    keys=[self._agent_index(agent_id), f"{self.prefix}:m:{{{agent_id}}}:n"],
+                    args=[self.ttl_s, self._entry_prefix(agent_id), *args], client=pipe,
+                )
+            pipe.zadd(self._index, ranked, nx=True)
+            for agent_id, entry_id, _ in entries:
+                subject = subjects.get(entry_id) if subjects else None
+                if subject is None:
+                    continue
+                key = f"{self._entry_prefix(agent_id)}{entry_id}"
+                index = self._subject_index(subject)
+                pipe.zadd(index, {key: ranked[key]}, nx=True)
+                pipe.zremrangebyscore(index, "-inf", horizon)  # members past the TTL are gone
+                pipe.expire(index, self.ttl_s)
+
+        done = execute_scripted(self.r, queue, [self._put])
+        new = sum(int(n) for n in done[: len(by_agent)])
         self.evict()
         return new
 

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import redis
-
 from projections.base import Sourced
 from projections.feature_store import OnlineFeatureStore
 from projections.memory import ShortTermMemory
+from projections.redis_client import TRANSIENT_ERRORS
 from schemas import CATALOG
 from schemas.envelope import thaw
 
@@ -61,7 +60,7 @@ def until_redis_answers(write: Callable[[], T], sleep: Callable[[float], None] =
     while True:
         try:
             return write()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except TRANSIENT_ERRORS as exc:  # a cluster failover answers with cluster errors too
             log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
             sleep(delay)
             delay = min(delay * 2, 2.0)

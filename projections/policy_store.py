@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import redis
-
+from projections.redis_client import RedisClient
 from schemas.policy import LivePolicy, ModelRef, model_key, policy_key
 
 _PUBLISH = """
@@ -40,12 +39,12 @@ class PolicyStore:
     Parameters
     ----------
     client
-        A ``redis.Redis`` client (bytes responses).
+        A ``redis.Redis`` or ``RedisCluster`` client (bytes responses).
     prefix
         Key prefix shared with the decision engine (and ``PromotionProjection``).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "selflearn") -> None:
+    def __init__(self, client: RedisClient, prefix: str = "selflearn") -> None:
         self.r = client
         self.prefix = prefix
         self._publish = client.register_script(_PUBLISH)

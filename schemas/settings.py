@@ -43,6 +43,14 @@ class Settings(BaseSettings):
         Folder of the embedded stack: data, logs and ``stack.json``.
     kafka_bootstrap, database_url, redis_url, mlflow_uri
         Addresses of external servers. ``None`` means the embedded stack.
+        ``redis+cluster://host:port`` (``rediss+cluster://``) is a Redis
+        Cluster reached through any one of its nodes (docs/redis-cluster.md).
+    redis_min_replicas, redis_wait_ms
+        Replicas each Redis primary must acknowledge the worker's writes on
+        before it acknowledges a batch to the broker (Redis ``WAIT``; 0: no
+        wait), and how long one wait may take. With 1 on a cluster whose
+        primaries each have a replica, a primary killed after its writes were
+        acknowledged cannot take them with it (docs/redis-cluster.md).
     kafka_security_protocol, kafka_ssl_cafile, kafka_ssl_certfile, kafka_ssl_keyfile
         ``SSL`` plus PEM files for a TLS 1.3 Kafka (production compose).
     topic_prefix
@@ -98,6 +106,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    redis_min_replicas: int = Field(default=0, ge=0)
+    redis_wait_ms: int = Field(default=2000, ge=1)
     mlflow_uri: str | None = None
     topic_prefix: str = "selflearn"
     partitions: int = Field(default=8, ge=1)
@@ -182,7 +192,7 @@ class Settings(BaseSettings):
 
     def redis_tls(self, url: str | None = None) -> bool:
         """True when Redis is reached over TLS: a ``rediss://`` URL or a configured CA/cert."""
-        scheme_tls = url is not None and url.startswith("rediss://")
+        scheme_tls = url is not None and url.startswith(("rediss://", "rediss+cluster://"))
         return scheme_tls or bool(self.redis_ssl_ca_certs or self.redis_ssl_certfile)
 
     def redis_kwargs(self) -> dict[str, Any]:
@@ -215,6 +225,8 @@ class Settings(BaseSettings):
         'rediss://r:6379/0?ssl_cert_reqs=required&ssl_check_hostname=true&ssl_min_version=772&ssl_ca_certs=%2Fc%2Fca.crt'
         >>> Settings(_env_file=None).redis_url_with_tls("redis://r:6379/0")
         'redis://r:6379/0'
+        >>> s.redis_url_with_tls("redis+cluster://r:7000").split("?")[0]
+        'rediss+cluster://r:7000'
         """
         if not self.redis_tls(url) or url.startswith("unix://"):
             return url
@@ -222,7 +234,8 @@ class Settings(BaseSettings):
         kwargs.pop("ssl")  # the scheme says it
         params = {k: str(int(v)) if k == "ssl_min_version" else
                   str(v).lower() if isinstance(v, bool) else str(v) for k, v in kwargs.items()}
-        return _add_query("rediss://" + url.split("://", 1)[1], params)
+        scheme = "rediss+cluster://" if "+cluster://" in url else "rediss://"
+        return _add_query(scheme + url.split("://", 1)[1], params)
 
     def kafka_ssl_context(self) -> ssl.SSLContext | None:
         """TLS context for Kafka clients when ``kafka_security_protocol`` is SSL (production)."""

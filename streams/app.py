@@ -22,6 +22,7 @@ watermarks and a batch is acknowledged only once a learning checkpoint covers it
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from streams.pipeline import Publish
 from streams.stream_intake import StreamIntake
 from streams.worker import WorkerRuntime, broker_url
 
+log = logging.getLogger(__name__)
 settings = Settings()
 prefix = settings.topic_prefix
 
@@ -54,10 +56,29 @@ outputs = {s: app.topic(topic_name(prefix, s), value_serializer="raw") for s in 
 
 
 async def publish(out: Publish) -> None:
-    """Hand every produced record to the broker and wait until it has them all."""
-    futures = [await dead_letters.send(value=record) for record in out.dead]
-    futures += [await outputs[s].send(key=key, value=value) for s, key, value in out.sends]
-    await asyncio.gather(*futures)
+    """Hand every produced record to the broker and wait until it has them all.
+
+    A record the broker refused is sent again (back-off up to 5 s) until it is
+    taken: the batch is acknowledged only after this returns, so a broker
+    that restarts empty and answers errors for a while (Tansu refuses some
+    produce requests right after a restart) stalls the worker instead of
+    crashing it. A record sent twice is a duplicate its readers drop by id.
+    """
+    pending: list[tuple[Any, bytes | None, bytes]] = [
+        (dead_letters, None, record) for record in out.dead]
+    pending += [(outputs[s], key, value) for s, key, value in out.sends]
+    delay = 0.1
+    while pending:
+        futures = [await topic.send(key=key, value=value) for topic, key, value in pending]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [p for p, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
+        if failed:
+            first = next(r for r in results if isinstance(r, Exception))
+            log.warning("broker refused %d of %d record(s) (%r); sending them again in %.1f s",
+                        len(failed), len(pending), first, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        pending = failed
 
 
 runtime = WorkerRuntime(settings, publish)

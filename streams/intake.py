@@ -75,14 +75,7 @@ class BatchIntake(ConsumerRebalanceListener):
 
     async def run(self) -> None:
         """Start consuming; runs until cancelled (the worker stopping)."""
-        # Topics must exist before subscribing, with the same partition count each
-        # (co-partitioning); the SDK creates them the same way.
-        await ensure_topics(self._config["bootstrap_servers"], self.topics, self.partitions,
-                            self._ssl)
-        # Created here: aiokafka binds to the running loop (the Faust worker's).
-        self.consumer = consumer = AIOKafkaConsumer(**self._config)
-        consumer.subscribe(self.topics, listener=self)
-        await consumer.start()
+        self.consumer = consumer = await self._connect()
         last = probed = time.monotonic()
         try:
             while True:
@@ -112,6 +105,32 @@ class BatchIntake(ConsumerRebalanceListener):
                         last = time.monotonic()
         finally:
             await consumer.stop()
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        """Topics ensured and the consumer started, retried while the broker is away.
+
+        A worker started (or restarted) while the broker restarts must wait
+        for it, not exit.
+        """
+        delay = 0.5
+        while True:
+            # Topics must exist before subscribing, with the same partition count each
+            # (co-partitioning); the SDK creates them the same way.
+            consumer: AIOKafkaConsumer | None = None
+            try:
+                await ensure_topics(self._config["bootstrap_servers"], self.topics,
+                                    self.partitions, self._ssl)
+                # Created here: aiokafka binds to the running loop (the Faust worker's).
+                consumer = AIOKafkaConsumer(**self._config)
+                consumer.subscribe(self.topics, listener=self)
+                await consumer.start()
+                return consumer
+            except KafkaError as exc:
+                log.warning("broker not reachable (%s); trying again in %.1f s", exc, delay)
+                if consumer is not None:
+                    await consumer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _still_assigned(self, consumer: AIOKafkaConsumer, records: Fetched) -> Fetched:
         """Only records of partitions this worker owns now.

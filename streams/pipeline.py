@@ -25,6 +25,7 @@ from projections.learning import LearningRuntime
 from projections.online import FeatureProjection, MemoryProjection, until_redis_answers
 from projections.policy_store import PolicyStore
 from projections.promotion import Transition
+from projections.redis_client import TRANSIENT_ERRORS, wait_for_replicas
 from projections.registry import ModelRegistry
 from schemas import CATALOG, encode
 from schemas.deadletter import dead_letter
@@ -35,6 +36,7 @@ from streams.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
 LEARNING_STREAMS = ("agent", "decisions", "control")
 
 
@@ -52,7 +54,8 @@ class WorkerPipeline:
     def __init__(self, prefix: str, features: FeatureProjection, archive: ArchiveProjection,
                  learning: LearningRuntime, policies: PolicyStore,
                  registry: ModelRegistry | None = None, sensor: Sensor | None = None,
-                 memory: MemoryProjection | None = None, keys: KeyStore | None = None) -> None:
+                 memory: MemoryProjection | None = None, keys: KeyStore | None = None,
+                 min_replicas: int = 0, wait_ms: int = 2000) -> None:
         self.sensor = sensor or Sensor()
         self.keys = keys
         self.prefix = prefix
@@ -65,6 +68,8 @@ class WorkerPipeline:
         self.policies = policies
         self.registry = registry
         self._learning_topics = {f"{prefix}.{s}" for s in LEARNING_STREAMS}
+        self.min_replicas = min_replicas
+        self.wait_ms = wait_ms
 
     def handle(self, batch: Sequence[Raw]) -> Publish:
         """Decode once, then features → memory → learning → archive; bad input is dead-lettered."""
@@ -166,12 +171,24 @@ class WorkerPipeline:
         owned = {p for p in self.learning.shards if p not in partitions}
         self.learning.shards = {p: s for p, s in self.learning.shards.items() if p in owned}
 
+    def _replicated(self) -> bool:
+        try:
+            return wait_for_replicas(self.policies.r, self.min_replicas, self.wait_ms,
+                                     tag=self.prefix)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("Redis replicas not confirmed (%s); acknowledging nothing yet", exc)
+            return False
+
     def checkpoint(self) -> bool:
         """Save learning state; True when saved: only then may the batches it covers be acked.
 
         False during a PostgreSQL outage: nothing is acknowledged, the next
-        checkpoint tries again, and a crash meanwhile only re-delivers.
+        checkpoint tries again, and a crash meanwhile only re-delivers. Likewise
+        while fewer than ``min_replicas`` Redis replicas hold the projections'
+        writes: a primary lost now would take acknowledged events with it.
         """
+        if not self._replicated():
+            return False
         try:
             self.learning.checkpoint()
         except CheckpointUnavailable as exc:
@@ -182,7 +199,7 @@ class WorkerPipeline:
         if gaps:
             try:  # for `selflearn status` only: the checkpoint holds the real count
                 self.policies.record_gaps(gaps)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("gaps not recorded in Redis (%s); next checkpoint will", exc)
         for shard in self.learning.shards.values():
             for agent in shard.shadow.models:

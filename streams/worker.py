@@ -17,14 +17,15 @@ when the worker starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import redis
+from aiokafka.errors import IllegalStateError
 
 from projections.agent_specs import configured_agents
-from projections.archive import EventArchive
+from projections.archive import ArchiveUnavailable, EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection
 from projections.checkpoints import CheckpointStore
@@ -33,6 +34,7 @@ from projections.learning import LearningRuntime
 from projections.memory import ShortTermMemory
 from projections.online import FeatureProjection, MemoryProjection
 from projections.policy_store import PolicyStore
+from projections.redis_client import redis_client
 from projections.registry import ModelRegistry
 from schemas.addresses import Addresses, StackNotRunning, resolve
 from schemas.catalog import STREAMS, topic_name
@@ -44,6 +46,8 @@ from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
 from streams.stream_intake import StreamIntake
+
+log = logging.getLogger(__name__)
 
 
 class Intake(Protocol):
@@ -58,7 +62,7 @@ class Intake(Protocol):
 def build_pipeline(settings: Settings, addresses: Addresses,
                    sensor: Sensor | None = None) -> tuple[WorkerPipeline, EventArchive]:
     """Every projection of a worker, wired; connects to nothing until used."""
-    client = redis.Redis.from_url(addresses.redis_url)
+    client = redis_client(addresses.redis_url)
     prefix = settings.topic_prefix
     # Readers decrypt personal text with the same key folder the SDK writes to.
     keys = key_store(settings)
@@ -78,6 +82,8 @@ def build_pipeline(settings: Settings, addresses: Addresses,
         registry=ModelRegistry(addresses.mlflow_uri),
         sensor=sensor,
         keys=keys,
+        min_replicas=settings.redis_min_replicas,
+        wait_ms=settings.redis_wait_ms,
     )
     return pipeline, archive
 
@@ -115,7 +121,7 @@ class WorkerRuntime:
         if s.worker_nice and hasattr(os, "nice"):
             os.nice(s.worker_nice)
         pipeline, self.archive = build_pipeline(s, addresses, self.sensor)
-        await asyncio.to_thread(self.archive.ensure_schema)
+        await self._ensure_schema(self.archive)
         if s.intake == "batch":
             self.intake = BatchIntake(
                 addresses.kafka_bootstrap, [topic_name(s.topic_prefix, t) for t in STREAMS],
@@ -129,13 +135,30 @@ class WorkerRuntime:
         self.started.set()
         return self.intake
 
+    @staticmethod
+    async def _ensure_schema(archive: EventArchive) -> None:
+        """Create the archive's tables, waiting for PostgreSQL: a worker started during
+        an outage must wait for it, not exit."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(archive.ensure_schema)
+                return
+            except ArchiveUnavailable as exc:
+                log.warning("%s; trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def report_lag(self) -> None:
         """Lag per partition this worker owns (high watermark minus position)."""
         consumer = self.intake.consumer if self.intake is not None else None
         if consumer is None:
             return
-        for tp in consumer.assignment():
-            position = await consumer.position(tp)
+        for tp in list(consumer.assignment()):
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:  # revoked by a rebalance since assignment() answered
+                continue
             high = consumer.highwater(tp)
             if position is not None and high is not None:
                 self.sensor.on_lag(tp.topic, tp.partition, high - position)

@@ -19,7 +19,10 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def run(name: str) -> dict[str, Any]:
-    """Run benchmark ``name`` (one of :func:`names`) and return its result."""
-    result: dict[str, Any] = importlib.import_module(f"{__name__}.{name}").run()
+def run(name: str, **options: Any) -> dict[str, Any]:
+    """Run benchmark ``name`` (one of :func:`names`) and return its result.
+
+    ``options`` go to its ``run`` (``duration_s`` and ``rate`` for ``soak``).
+    """
+    result: dict[str, Any] = importlib.import_module(f"{__name__}.{name}").run(**options)
     return result

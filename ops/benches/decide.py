@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from agents.client import AgentClient
 from ops.benches._common import percentile, running_stack
 from ops.data import data_path
 from ops.metrics import decision_observer
 from projections.datasets import read_storypoints, storypoint_projects
 from projections.learners import TASK_LEARNERS
+from projections.redis_client import RedisClient, redis_client
 from schemas.policy import LivePolicy, ModelRef, model_key, policy_key
 
 AGENT = "task-estimator"
@@ -48,7 +47,7 @@ def _contexts() -> list[dict[str, Any]]:
              "description": r.description[:600]} for r in rows]
 
 
-def _publish(r: redis.Redis, prefix: str, contexts: list[dict[str, Any]]) -> None:
+def _publish(r: RedisClient, prefix: str, contexts: list[dict[str, Any]]) -> None:
     """A champion and a canary challenger, trained on the first 2 000 real issues."""
     rows = read_storypoints(data_path("storypoints"), contexts[0]["project"])[:2000]
     refs = []
@@ -112,7 +111,7 @@ def _sealed(settings: Any, addresses: Any) -> dict[str, float]:
 def run() -> dict[str, float]:
     contexts = _contexts()
     with running_stack() as (settings, addresses):
-        r = redis.Redis.from_url(addresses.redis_url)
+        r = redis_client(addresses.redis_url)
         _publish(r, settings.topic_prefix, contexts)
         client = AgentClient(AGENT, bootstrap=addresses.kafka_bootstrap,
                              topic_prefix=settings.topic_prefix, decision_kind="task_estimate",

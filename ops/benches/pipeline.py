@@ -13,13 +13,12 @@ import json
 import time
 from pathlib import Path
 
-import redis
-
 from agents.client import AgentClient
 from ops.benches._common import percentile, running_stack
 from ops.stack.processes import stop
 from ops.stack.workers import start_worker, wait_ready
 from projections.feature_store import OnlineFeatureStore
+from projections.redis_client import redis_client
 
 AGENTS = [f"agent-{i}" for i in range(8)]
 N = 60_000
@@ -48,7 +47,7 @@ def run() -> dict[str, float]:
         worker = start_worker(settings, addresses, log)
         try:
             wait_ready(log)
-            store = OnlineFeatureStore(redis.Redis.from_url(addresses.redis_url),
+            store = OnlineFeatureStore(redis_client(addresses.redis_url),
                                        prefix=settings.topic_prefix)
             clients = [AgentClient(a, bootstrap=addresses.kafka_bootstrap,
                                    topic_prefix=settings.topic_prefix,

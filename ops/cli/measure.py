@@ -15,6 +15,12 @@ from ops.cli.common import AsJson, fail, load_settings
 def bench(
     name: Annotated[str, typer.Argument(help="Which benchmark (see `selflearn bench list`).")],
     as_json: AsJson = False,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="soak: seconds of load with faults (default 600).")] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="soak: events per second asked of the 8 agents (default 500).")] = None,
+    resend_window: Annotated[float | None, typer.Option(
+        "--resend-window", help="soak: the agents' re-send window, s (SDK default 30).")] = None,
 ) -> None:
     """Run a benchmark; it starts what it needs and prints one flat JSON object."""
     from ops import benches
@@ -26,7 +32,11 @@ def bench(
         return
     if name not in names:
         fail(f"unknown benchmark {name!r}; available: {', '.join(names)}")
-    result = benches.run(name)
+    options = {k: v for k, v in (("duration_s", duration), ("rate", rate),
+                                 ("resend_window_s", resend_window)) if v is not None}
+    if options and name != "soak":
+        fail("--duration, --rate and --resend-window are options of `bench soak` only")
+    result = benches.run(name, **options)
     if as_json:
         typer.echo(json.dumps(result))
         return

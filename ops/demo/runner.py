@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -35,6 +34,7 @@ from ops.metrics import decision_observer, start_metrics_server
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import start_worker, wait_ready, worker_env
 from projections.policy_store import PolicyStore
+from projections.redis_client import redis_client
 from schemas.addresses import Addresses
 from schemas.settings import Settings
 
@@ -93,7 +93,7 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
         with console.status("letting the worker finish learning and forgetting ..."):
             time.sleep(3 * settings.checkpoint_s)
             _await_forgetting(addresses.redis_url, settings.topic_prefix, erasure)
-        policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
+        policies = PolicyStore(redis_client(addresses.redis_url),
                                settings.topic_prefix).all_policies()
         _sync_trail(settings)
         report, learned = _write_report(settings, addresses, console, since)

@@ -63,11 +63,10 @@ def load_dead_letters(bootstrap: str, topic_prefix: str, *, timeout: float = 30.
 
 def load_policies(redis_url: str, prefix: str) -> dict[str, LivePolicy]:
     """Every live policy stored in Redis under ``prefix``."""
-    import redis
-
     from projections.policy_store import PolicyStore
+    from projections.redis_client import redis_client
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client = redis_client(redis_url, socket_timeout=5)
     try:
         return PolicyStore(client, prefix).all_policies()
     finally:

@@ -77,9 +77,9 @@ def _unreadable(database_url: str, subject: str) -> dict[str, int]:
 
 def forgot_counts(redis_url: str, prefix: str, subject: str) -> dict[str, int] | None:
     """What the workers forgot of ``subject`` so far, per projection (``copies`` handled)."""
-    import redis
+    from projections.redis_client import redis_client
 
-    r = redis.Redis.from_url(redis_url, socket_timeout=5)
+    r = redis_client(redis_url, socket_timeout=5)
     try:
         got: dict[bytes, bytes] = r.hgetall(f"{prefix}:erasure:{subject}")  # type: ignore[assignment]
         raw = {k.decode(): int(v) for k, v in got.items()}

@@ -93,9 +93,9 @@ def postgres_probe(url: str, timeout: float = 2.0) -> None:
 
 def redis_probe(url: str, timeout: float = 2.0) -> None:
     """Send PING to ``url`` with redis-py."""
-    import redis
+    from projections.redis_client import redis_client
 
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         if not client.ping():
             raise ValueError("PING did not answer PONG")

@@ -7,9 +7,9 @@ from typing import Any
 
 def redis_client(url: str) -> Any:
     """A Redis client with bounded timeouts (an operator command never hangs on Redis)."""
-    import redis
+    from projections import redis_client as factory
 
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    return factory.redis_client(url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
 def open_archive(addresses: Any) -> Any:
