@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streams.incarnations import TopicIncarnations
 from streams.topics import kafka_tls
@@ -157,3 +157,34 @@ class TopicWatch:
     def close(self) -> None:
         """Drop the admin client (its librdkafka threads end with it)."""
         self._incarnations = None
+
+
+class GroupCommits:
+    """The workers' committed offsets, asked with a consumer that never joins the group.
+
+    ``committed`` answers ``{}`` when the broker does not (the caller then keeps
+    what it holds: not knowing is never taken as "applied").
+    """
+
+    def __init__(self, config: Mapping[str, Any], group: str, timeout_s: float) -> None:
+        self._config = {**config, "group.id": group, "enable.auto.commit": False,
+                        "logger": _DebugLog()}
+        self._timeout_s = timeout_s
+        self._consumer: Consumer | None = None
+
+    def committed(self, parts: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        try:
+            if self._consumer is None:
+                self._consumer = Consumer(self._config)
+            answer = self._consumer.committed([TopicPartition(t, p) for t, p in parts],
+                                              timeout=self._timeout_s)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("committed offsets unavailable: %s", exc)
+            return {}
+        return {(tp.topic, tp.partition): tp.offset for tp in answer
+                if tp.error is None and tp.offset >= 0}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

@@ -26,11 +26,12 @@ before the direct path reopens. Re-sent events may duplicate ones the broker
 already had; projections de-duplicate by producer identity and sequence
 (docs/exactly-once.md).
 
-Acknowledged events are also kept for ``resend_window_s`` (bounded by
-``resend_max``) and sent again after an outage, because a broker that
-restarts without durable storage (the embedded Tansu, docs/broker.md)
-forgets what it had acknowledged, and acknowledges writes to topics it no
-longer knows. Every ``PROBE_S`` the thread asks the broker for its topics and
+Acknowledged events are also kept — at least ``resend_window_s``, then until
+the workers' consumer group has committed past them (bounded by
+``resend_max``; :mod:`agents.retention`) — and sent again after an outage,
+because a broker that restarts without durable storage (the embedded Tansu,
+docs/broker.md) forgets what it had acknowledged, and acknowledges writes to
+topics it no longer knows. Every ``PROBE_S`` the thread asks the broker for its topics and
 their ids; a missing or renewed topic is re-created and the window re-sent.
 
 Measured with ``selflearn bench emit`` (8 agents in one process, embedded
@@ -62,8 +63,9 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
-from agents.broker_link import TopicWatch, grants_idempotence, producer_config
+from agents.broker_link import GroupCommits, TopicWatch, grants_idempotence, producer_config
 from agents.outbox import Outbox, Row
+from agents.retention import AckedEvents
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ class BackgroundProducer:
         resend_max: int = 100_000,
         ssl_context: ssl.SSLContext | None = None,
         admin_config: Mapping[str, str] | None = None,
+        confirm_group: str | None = None,
     ) -> None:
         if admin_config is None:
             if ssl_context is not None:
@@ -153,7 +156,11 @@ class BackgroundProducer:
         self._direct = False
         self._taking = 0
         self._failed: deque[Row] = deque()  # delivery callbacks put undelivered rows here
-        self._recent: deque[tuple[float, Row]] = deque()
+        # Acknowledged events, kept until the workers' group committed past them.
+        self._recent = AckedEvents(max(resend_window_s, 3 * PROBE_S), resend_max)
+        self._commits = (GroupCommits(self._config, confirm_group, PROBE_TIMEOUT_S)
+                         if confirm_group else None)
+        self._trimmed = 0.0
         self._outage = False
         # The window must outlast the restart probe, or a restart goes unrepaired.
         self._resend_window_s = max(resend_window_s, 3 * PROBE_S)
@@ -208,11 +215,12 @@ class BackgroundProducer:
             self._failed.append(row)
             self.stats.send_failures += 1
 
-    def _delivered(self, row: Row, err: Any, _msg: Message) -> None:
+    def _delivered(self, row: Row, err: Any, msg: Message) -> None:
         """librdkafka's delivery report (on the producer thread, inside ``poll``)."""
         if err is None:
             self.stats.sent += 1
-            self._recent.append((time.monotonic(), row))
+            self._recent.add(msg.topic() or row[1], msg.partition() or 0, msg.offset() or 0,
+                             row, time.monotonic())
         else:
             self._failed.append(row)
             self.stats.send_failures += 1
@@ -271,6 +279,8 @@ class BackgroundProducer:
             # librdkafka's threads end with the last reference, here, not in a caller.
             self._producer = None
             self._watch.close()
+            if self._commits is not None:
+                self._commits.close()
 
     def _connect(self) -> bool:
         """Make the topics and the librdkafka producer; True once the broker answers."""
@@ -301,16 +311,15 @@ class BackgroundProducer:
         return True
 
     def _trim_recent(self) -> None:
-        horizon = time.monotonic() - self._resend_window_s
-        recent = self._recent
-        while recent and (len(recent) > self._resend_max or recent[0][0] < horizon):
-            recent.popleft()
+        now = time.monotonic()
+        if now - self._trimmed < PROBE_S:  # at most one question to the group a second
+            return
+        self._trimmed = now
+        self._recent.trim(now, self._commits.committed if self._commits else None)
 
     def _requeue_recent(self) -> None:
-        """After an outage: recently sent events go out again, in order."""
-        rows = [row for _, row in self._recent]
-        self._recent.clear()
-        self._outbox.put_many(rows)
+        """After an outage: events the workers may not have applied go out again, in order."""
+        self._outbox.put_many(self._recent.take_all())
 
     def _close_direct(self) -> None:
         with self._lock:

@@ -159,3 +159,12 @@ DEAD_LETTER = "dlq"
 def topic_name(prefix: str, stream: str) -> str:
     """``topic_name("selflearn", "agent") == "selflearn.agent"``."""
     return f"{prefix}.{stream}"
+
+
+def intake_group(prefix: str) -> str:
+    """Consumer group of the workers' intake: its commits say what every projection applied.
+
+    >>> intake_group("selflearn")
+    'selflearn-projections'
+    """
+    return f"{prefix}-projections"

@@ -12,11 +12,7 @@ import asyncio
 from typing import Any
 
 from ops.usecases.common import policy_summary, redis_client
-
-
-def intake_group(prefix: str) -> str:
-    """Consumer group of the worker's batch intake (``streams.app``)."""
-    return f"{prefix}-projections"
+from schemas.catalog import intake_group
 
 
 async def broker_view(settings: Any, bootstrap: str) -> dict[str, Any]:

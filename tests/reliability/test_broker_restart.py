@@ -81,3 +81,30 @@ def test_broker_restarted_during_traffic_loses_nothing(
         lab.close()
         if broker.proc is not None:
             broker.kill()
+
+
+def test_broker_restarted_while_no_worker_had_read_loses_nothing(
+    settings: Settings, stack: Addresses, tmp_path: Path
+) -> None:
+    """The re-send memory outlasts its window until a worker committed the events.
+
+    No worker runs while the first events are acknowledged and the window passes;
+    a broker restart then would lose them had the SDK forgotten them by time.
+    """
+    lab, broker = _private_lab(settings, stack, tmp_path)
+    try:
+        clients = [lab.client(a, resend_window_s=3.0) for a in AGENTS]
+        sent = _emit(clients, 1000, 0)
+        assert all(c.flush(60) for c in clients)
+        time.sleep(5)  # past the window, and no worker has committed anything
+        broker.kill()
+        broker.start()
+        lab.worker("w1")
+        sent += _emit(clients, 1000, 1000)
+        assert all(c.flush(90) for c in clients)
+        verdict = check(lab, sent, timeout=180)
+        assert verdict.clean(), verdict
+    finally:
+        lab.close()
+        if broker.proc is not None:
+            broker.kill()

@@ -1,0 +1,92 @@
+"""What the SDK keeps after the broker acknowledged it: until the workers applied it.
+
+A broker without durable storage (the embedded Tansu, docs/broker.md) forgets
+acknowledged events when it restarts. The SDK keeps each acknowledged event
+and sends it again after a restart. A fixed window is not enough: when no
+worker read the partition for longer than the window (a killed worker that
+takes a minute to come back, a long rebalance), a restart after the window
+loses events that no projection ever saw (``bench soak`` measured thousands).
+
+So an event is kept for at least ``window_s`` and then **until the workers'
+consumer group has committed past its offset** — a commit means every
+projection applied it (docs/exactly-once.md, rule 4), and nothing a broker
+forgets afterwards matters. ``max_events`` bounds the memory; an event dropped
+by the bound before it was committed is counted (``dropped_uncommitted``) and
+logged, never silently.
+
+>>> kept = AckedEvents(window_s=0.0, max_events=10)
+>>> kept.add("t", 0, 5, (1, "t", b"k", b"v"), now=0.0)
+>>> kept.add("t", 0, 6, (2, "t", b"k", b"v"), now=0.0)
+>>> kept.trim(now=1.0, committed=lambda parts: {("t", 0): 6})
+>>> [row[0] for row in kept.take_all()]
+[2]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
+
+from agents.outbox import Row
+
+log = logging.getLogger(__name__)
+
+# (topic, partition) -> the group's committed offset (absent: none, or unknown)
+Committed = Callable[[Iterable[tuple[str, int]]], Mapping[tuple[str, int], int]]
+
+
+class Acked(NamedTuple):
+    at: float
+    topic: str
+    partition: int
+    offset: int
+    row: Row
+
+
+class AckedEvents:
+    """Acknowledged events in delivery order, kept until committed (see module doc)."""
+
+    def __init__(self, window_s: float, max_events: int) -> None:
+        self.window_s = window_s
+        self.max_events = max_events
+        self.dropped_uncommitted = 0
+        self._events: deque[Acked] = deque()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, topic: str, partition: int, offset: int, row: Row, now: float) -> None:
+        self._events.append(Acked(now, topic, partition, offset, row))
+        if len(self._events) > self.max_events:
+            self._events.popleft()
+            self.dropped_uncommitted += 1
+            if self.dropped_uncommitted in (1, 1_000) or self.dropped_uncommitted % 100_000 == 0:
+                log.warning("%d acknowledged events left the re-send memory before a worker "
+                            "committed them (bound %d): a broker restart now would lose them",
+                            self.dropped_uncommitted, self.max_events)
+
+    def trim(self, now: float, committed: Committed | None) -> None:
+        """Forget events older than the window that the group has committed past.
+
+        Without ``committed`` (no group to ask) the window alone decides.
+        """
+        horizon = now - self.window_s
+        events = self._events
+        if not events or events[0].at >= horizon:
+            return
+        if committed is None:
+            while events and events[0].at < horizon:
+                events.popleft()
+            return
+        old = {(e.topic, e.partition) for e in events if e.at < horizon}
+        done = committed(old)
+        self._events = deque(e for e in events
+                             if e.at >= horizon or e.offset >= done.get((e.topic, e.partition), -1))
+
+    def take_all(self) -> list[Row]:
+        """Every kept row, oldest first, and forget them (they are being sent again)."""
+        rows = [e.row for e in self._events]
+        self._events.clear()
+        return rows
