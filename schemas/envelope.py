@@ -191,22 +191,20 @@ def new_event(
         subject_id=subject_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
-        **_identity({"producer_id": producer_id, "producer_epoch": producer_epoch,
-                     "sequence": sequence}),
+        **_identity(producer_id, producer_epoch, sequence),
     )
 
 
-def _identity(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _identity(pid: Any, epoch: Any, seq: Any) -> dict[str, Any]:
     """The producer identity fields, validated: all three or none."""
-    present = [name for name in _IDENTITY if raw.get(name) is not None]
-    if not present:
+    if pid is None and epoch is None and seq is None:
         return {}
-    if len(present) != len(_IDENTITY):
-        missing = ", ".join(n for n in _IDENTITY if n not in present)
+    if pid is None or epoch is None or seq is None:
+        present = {"producer_id": pid, "producer_epoch": epoch, "sequence": seq}
+        missing = ", ".join(n for n in _IDENTITY if present[n] is None)
         raise EventValidationError(
             ReasonCode.MISSING_FIELD, f"producer identity is incomplete: {missing} missing"
         )
-    pid, epoch, seq = (raw[name] for name in _IDENTITY)
     if not isinstance(pid, str) or not pid or len(pid) > 64:
         raise EventValidationError(ReasonCode.BAD_FIELD, "producer_id must be a string of 1-64")
     for name, value in (("producer_epoch", epoch), ("sequence", seq)):
@@ -301,7 +299,8 @@ def from_dict(raw: Any) -> Envelope:
         subject_id=_optional_str(raw, "subject_id"),
         correlation_id=_optional_str(raw, "correlation_id"),
         causation_id=_optional_str(raw, "causation_id"),
-        **(_identity(raw) if envelope_version > 1 else {}),
+        **(_identity(raw.get("producer_id"), raw.get("producer_epoch"), raw.get("sequence"))
+           if envelope_version > 1 else {}),
     )
 
 
