@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from schemas.pii import luhn
+
 _PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
     ("URL_CREDENTIALS", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), "<CREDENTIALS>@"),
     ("EMAIL", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
@@ -56,16 +58,6 @@ def _active(text: str) -> list[tuple[str, re.Pattern[str], str]]:
     return [entry for entry in _PATTERNS if _NEEDS[entry[0]].search(text)]
 
 
-def _luhn(digits: str) -> bool:
-    nums = [int(c) for c in digits if c.isdigit()]
-    total = 0
-    for i, n in enumerate(reversed(nums)):
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return len(nums) >= 13 and total % 10 == 0
-
-
 def scan(text: str) -> list[tuple[str, str]]:
     """Every PII finding as ``(kind, matched text)``, in pattern order."""
     if not _TRIGGER.search(text):
@@ -73,7 +65,7 @@ def scan(text: str) -> list[tuple[str, str]]:
     found = []
     for kind, pattern, _ in _active(text):
         for m in pattern.finditer(text):
-            if kind == "CARD" and not _luhn(m.group()):
+            if kind == "CARD" and not luhn(m.group()):
                 continue
             found.append((kind, m.group()))
     return found
@@ -90,7 +82,7 @@ def findings(text: str) -> list[tuple[str, int, int]]:
     found = []
     for kind, pattern, _ in _active(text):
         for m in pattern.finditer(text):
-            if kind != "CARD" or _luhn(m.group()):
+            if kind != "CARD" or luhn(m.group()):
                 found.append((kind, m.start(), m.end()))
     return found
 
@@ -101,7 +93,7 @@ def redact(text: str) -> str:
         return text
     for kind, pattern, placeholder in _active(text):
         if kind == "CARD":
-            text = pattern.sub(lambda m: "<CARD>" if _luhn(m.group()) else m.group(), text)
+            text = pattern.sub(lambda m: "<CARD>" if luhn(m.group()) else m.group(), text)
         else:
             text = pattern.sub(placeholder, text)
     return text

@@ -103,7 +103,8 @@ class Recogniser:
         return self.gate is None or self.gate.search(text) is not None
 
 
-def _luhn(digits: str) -> bool:
+def luhn(digits: str) -> bool:
+    """Whether the digits of ``digits`` pass the Luhn check of card numbers (13 digits or more)."""
     nums = [int(c) for c in digits if c.isdigit()]
     total = 0
     for i, n in enumerate(reversed(nums)):
@@ -158,7 +159,7 @@ def _secret_ok(text: str, start: int, end: int) -> bool:
 
 
 def _luhn_ok(text: str, start: int, end: int) -> bool:
-    return _luhn(text[start:end])
+    return luhn(text[start:end])
 
 
 def ip_ok(text: str, start: int, end: int) -> bool:

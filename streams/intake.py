@@ -37,6 +37,7 @@ from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
+Fetched = dict[TopicPartition, list[Any]]  # what getmany returns: records per partition
 TOPIC_PROBE_S = 5.0  # how often the worker checks that its topics still exist
 
 
@@ -90,6 +91,7 @@ class BatchIntake(ConsumerRebalanceListener):
                     await self._recreate_lost_topics(consumer)
                 records = await consumer.getmany(timeout_ms=50, max_records=self.batch)
                 async with self.lock:
+                    records = self._still_assigned(consumer, records)
                     raw: list[Raw] = [(tp.topic, tp.partition, m.offset, m.value)
                                       for tp, messages in records.items() for m in messages]
                     if raw:
@@ -97,6 +99,12 @@ class BatchIntake(ConsumerRebalanceListener):
                         # must not freeze the loop that keeps this consumer in its group.
                         await self.publish(await asyncio.to_thread(self.pipeline.handle, raw))
                         for tp, messages in records.items():
+                            expected = self.done.get(tp)
+                            if expected is not None and messages[0].offset > expected:
+                                # Our topics are neither compacted nor transactional:
+                                # skipped offsets would be records never applied.
+                                log.warning("%s-%d jumped from offset %d to %d", tp.topic,
+                                            tp.partition, expected, messages[0].offset)
                             self.done[tp] = messages[-1].offset + 1
                         self.applied += len(raw)
                     if time.monotonic() - last >= self.checkpoint_s and self.done:
@@ -104,6 +112,23 @@ class BatchIntake(ConsumerRebalanceListener):
                         last = time.monotonic()
         finally:
             await consumer.stop()
+
+    def _still_assigned(self, consumer: AIOKafkaConsumer, records: Fetched) -> Fetched:
+        """Only records of partitions this worker owns now.
+
+        A batch fetched before a rebalance may reach the lock after it: its
+        partitions may belong to another worker by then (or come back to this
+        one at another position). Applying it would be harmless (identity
+        de-duplication), but remembering its offsets is not: they would be
+        committed for a partition this worker does not read. The new owner
+        reads those records from the committed offset.
+        """
+        owned = consumer.assignment()
+        kept = {tp: ms for tp, ms in records.items() if tp in owned}
+        if len(kept) < len(records):
+            log.info("dropped a batch of %d partitions revoked while it waited",
+                     len(records) - len(kept))
+        return kept
 
     async def _recreate_lost_topics(self, consumer: AIOKafkaConsumer) -> None:
         """A broker that restarted empty forgets our topics: create them again.
@@ -185,4 +210,8 @@ class BatchIntake(ConsumerRebalanceListener):
             self.pipeline.release({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Reading restarts at the committed offsets: forget positions from before."""
+        async with self.lock:
+            for tp in assigned:
+                self.done.pop(tp, None)
         log.info("assigned %d partitions", len(assigned))

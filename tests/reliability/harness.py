@@ -188,10 +188,12 @@ def explain(lab: Lab, sent: list[Envelope], limit: int = 5) -> str:
     if not missing:
         return "archive complete"
     where: dict[str, list[tuple[str, int, int]]] = {i: [] for i in missing}
+    logs: dict[tuple[str, int], list[int]] = {}  # offsets as read back, per partition
     for stream in STREAMS:
         topic = topic_name(lab.prefix, stream)
         for part, off, value in read_topic(lab.addresses.kafka_bootstrap, topic,
                                            until=lambda got: False, timeout=5):
+            logs.setdefault((stream, part), []).append(off)
             try:
                 record = orjson.loads(value or b"{}")
             except orjson.JSONDecodeError:
@@ -199,6 +201,11 @@ def explain(lab: Lab, sent: list[Envelope], limit: int = 5) -> str:
             eid = record.get("event_id") if isinstance(record, dict) else None
             if isinstance(eid, str) and eid in where:
                 where[eid].append((stream, part, off))
+    # A broker that gave two records one offset, or skipped offsets, shows here.
+    odd = {f"{s}:{p}": {"records": len(offs), "distinct_offsets": len(set(offs)),
+                        "max_offset": max(offs)}
+           for (s, p), offs in logs.items()
+           if len(set(offs)) != len(offs) or max(offs) + 1 != len(offs)}
 
     dead = []
     for _, _, value in read_topic(lab.addresses.kafka_bootstrap,
@@ -234,5 +241,6 @@ def explain(lab: Lab, sent: list[Envelope], limit: int = 5) -> str:
         ev = ids[eid]
         lines.append(f"{eid} {ev.type} {ev.producer} seq={ev.sequence} at {where[eid]}")
     lines.append(f"committed now: {offsets}")
+    lines.append(f"partitions with repeated or missing offsets: {odd}")
     lines.append(f"dead-lettered: {dead}")
     return "\n".join(lines)
