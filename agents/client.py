@@ -66,7 +66,7 @@ class _Sealed:
 
     def __call__(self) -> bytes:
         try:
-            return encode(self.later.protect(self.event))
+            return encode(self.event, self.later.sealed_payload(self.event))
         except Exception as exc:  # e.g. the NER model failed: seal with the quick detector
             log.warning("sealing event %s with %s failed (%s); using the quick detector",
                         self.event.event_id, type(self.later.detector).__name__,
@@ -74,7 +74,7 @@ class _Sealed:
             return self.now()
 
     def now(self) -> bytes:
-        return encode(self.soon.protect(self.event))
+        return encode(self.event, self.soon.sealed_payload(self.event))
 
 
 def _withheld(event_type: str, payload: Any) -> Any:

@@ -82,16 +82,19 @@ class Envelope:
     producer_epoch: int | None = None
     sequence: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs)."""
-        out = self._common()
+    def as_dict(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs).
+
+        ``payload``: a plain payload to write in place of the event's own.
+        """
+        out = self._common(payload)
         if self.sequence is not None:
             out["producer_id"] = self.producer_id
             out["producer_epoch"] = self.producer_epoch
             out["sequence"] = self.sequence
         return out
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "envelope_version": ENVELOPE_VERSION,
             "event_id": str(self.event_id),
@@ -104,7 +107,7 @@ class Envelope:
             "subject_id": self.subject_id,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
-            "payload": thaw(self.payload),
+            "payload": thaw(self.payload) if payload is None else payload,
         }
 
     @property
@@ -215,9 +218,9 @@ def _identity(pid: Any, epoch: Any, seq: Any) -> dict[str, Any]:
     return {"producer_id": pid, "producer_epoch": epoch, "sequence": seq}
 
 
-def encode(event: Envelope) -> bytes:
-    """Serialise an envelope with orjson."""
-    return orjson.dumps(event.as_dict())
+def encode(event: Envelope, payload: dict[str, Any] | None = None) -> bytes:
+    """Serialise an envelope with orjson (``payload``: plain, written in place of its own)."""
+    return orjson.dumps(event.as_dict(payload))
 
 
 def _parse_time(value: Any) -> datetime:
