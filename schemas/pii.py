@@ -79,7 +79,7 @@ class Recogniser:
     ``gate``, when set, is a cheaper pattern that every match contains: almost
     every text has a full stop, a colon or a digit, and the IP, secret, card and
     phone patterns cost 10–45 µs each on a 400-character text, their gates a few
-    (docs/privacy.md, "Cost"). All three are necessary conditions only: the
+    (docs/privacy.md, "Gates"). All three are necessary conditions only: the
     findings are the same with or without them.
     """
 
