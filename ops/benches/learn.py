@@ -12,10 +12,12 @@
     review_events_per_s  the same for ``code-reviewer`` on the shipped code changes
     review_models        its champion + challengers (``review_river_models`` of them River)
     events_per_s_sealed  the task events with personal text sealed as the SDK seals it
-                         (pattern detector, per-subject keys); the shadow opens it
-                         (``reveal_context``) for every prediction and every update
+                         (pattern detector, per-subject keys in a file key store as the
+                         worker has them); the shadow opens it (``reveal_context``) for
+                         every prediction and every update
     events_per_s_without_river  the task events with the first wave's challengers
                          (no River model): what the River challenger costs
+    events_per_cpu_s_sealed, events_per_cpu_s_without_river  the same per CPU second
 
 Every issue of the shipped story-point data becomes a ``decision.requested``
 of ``task-estimator`` and, :data:`LAG` requests later, its ``task.completed``:
@@ -29,7 +31,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ops.data import data_path
@@ -39,7 +43,7 @@ from projections.learners import RiverLearner
 from projections.shadow import ShadowProjection
 from schemas import Envelope, new_event
 from schemas.cipher import FieldCipher
-from schemas.keys import MemoryKeyStore
+from schemas.keystore_file import FileKeyStore
 from schemas.protect import Protector, detector_for
 
 AGENT = "task-estimator"
@@ -124,10 +128,14 @@ def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
     events = build_events(limit)
     rates, cpu_rates, resets = _rates(AGENT, events, runs)
     review_rates, _, _ = _rates(REVIEWER, build_review_events(limit or REVIEW_ROWS), runs)
-    protector = Protector(MemoryKeyStore(), detector_for("pattern"))
-    sealed_rates, _, _ = _rates(AGENT, seal(events, protector), runs, cipher=protector.cipher)
+    with tempfile.TemporaryDirectory(prefix="selflearn-bench-keys-") as tmp:
+        keys = FileKeyStore(Path(tmp) / "keys", kek_path=Path(tmp) / "kek")
+        protector = Protector(keys, detector_for("pattern"))
+        sealed_rates, sealed_cpu, _ = _rates(AGENT, seal(events, protector), runs,
+                                             cipher=protector.cipher)
+        keys.close()
     first_wave = dataclasses.replace(DEFAULT_AGENTS[AGENT], challengers=WITHOUT_RIVER)
-    plain_rates, _, _ = _rates(AGENT, events, runs, spec=first_wave)
+    plain_rates, plain_cpu, _ = _rates(AGENT, events, runs, spec=first_wave)
     return {
         "events_per_s": round(statistics.median(rates)),
         "events_per_cpu_s": round(statistics.median(cpu_rates)),
@@ -141,6 +149,8 @@ def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
         "review_river_models": _river(REVIEWER),
         "events_per_s_sealed": round(statistics.median(sealed_rates)),
         "events_per_s_without_river": round(statistics.median(plain_rates)),
+        "events_per_cpu_s_sealed": round(statistics.median(sealed_cpu)),
+        "events_per_cpu_s_without_river": round(statistics.median(plain_cpu)),
     }
 
 
