@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from agents.decision import Decision, DecisionEngine
+from agents.erasure import ErasureFollower
 from agents.outbox import Outbox
 from agents.privacy import scrub_payload
 from agents.producer import BackgroundProducer, ProducerStats
@@ -104,6 +105,10 @@ class AgentClient:
     file ever holds them in clear; ``emit`` only queues the envelope. Where the
     caller's thread must write the outbox itself (queue full, or no broker),
     ``protector_now`` seals it there (pattern detection at most, never NER).
+
+    With a ``redis_url``, the client follows the erased subjects
+    (:mod:`agents.erasure`, every ``erasure_poll_s`` seconds on its own thread)
+    and drops their cached keys and the text caches of its learners.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class AgentClient:
         protector: Protector | None = None,
         protector_now: Protector | None = None,
         admin_config: Mapping[str, str] | None = None,
+        erasure_poll_s: float = 1.0,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id is required: it keys and orders this agent's events")
@@ -157,6 +163,17 @@ class AgentClient:
         if decision_kind is not None:
             self.engine = DecisionEngine(agent_id, decision_kind, redis_url=redis_url,
                                          prefix=topic_prefix, on_decision=on_decision)
+        self.erasures: ErasureFollower | None = None
+        if redis_url is not None and (protector is not None or self.engine is not None):
+            # An erased subject's cached keys and text leave this process too
+            # (agents.erasure), polled from a thread of its own: emit and decide never wait.
+            import redis
+
+            stores = {id(p.keys): p.keys for p in (protector, protector_now) if p is not None}
+            self.erasures = ErasureFollower(
+                redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0),
+                topic_prefix, [k.forget for k in stores.values()], every_s=erasure_poll_s,
+                name=agent_id)
 
     @classmethod
     def from_settings(cls, agent_id: str, settings: Any = None, **kwargs: Any) -> AgentClient:
@@ -341,6 +358,8 @@ class AgentClient:
         """Deliver what can be delivered within ``timeout``; the rest stays in the outbox."""
         if self.engine is not None:
             self.engine.close()
+        if self.erasures is not None:
+            self.erasures.close()
         if self._producer is not None:
             self._producer.close(timeout)
         self._outbox.close()

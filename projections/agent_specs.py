@@ -15,8 +15,8 @@ pipeline equals the offline evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from projections.learners import (
     DEFAULT_REVIEW_CHALLENGERS,
@@ -117,3 +117,29 @@ DEFAULT_AGENTS: dict[str, AgentSpec] = {
     "doc-keeper": default_spec("doc-keeper", "task_estimate", "log_only"),
     "code-reviewer": default_spec("code-reviewer", "review_risk", "live"),
 }
+
+
+def configured_agents(challengers: Mapping[str, Sequence[str]]) -> dict[str, AgentSpec]:
+    """:data:`DEFAULT_AGENTS` with the challengers of some agents replaced (configuration).
+
+    ``challengers`` maps an agent id to its challengers: registered names or
+    River specs. ``SELFLEARN_CHALLENGERS='{"task-estimator": ["knn_median",
+    "river.feature_extraction.TFIDF(on=\\"title\\")|linear_model.PARegressor"]}'`` is the
+    one line that puts a River pipeline into the task estimator's shadow. Every
+    name is resolved here, so a spec that cannot work fails at start-up.
+
+    >>> a = configured_agents({"code-reviewer": ["river.linear_model.LogisticRegression"]})
+    >>> a["code-reviewer"].challengers, a["task-estimator"] == DEFAULT_AGENTS["task-estimator"]
+    (('river.linear_model.LogisticRegression',), True)
+    """
+    agents = dict(DEFAULT_AGENTS)
+    for agent_id, names in challengers.items():
+        base = agents.get(agent_id)
+        if base is None:
+            raise ValueError(f"challengers configured for unknown agent {agent_id!r}; "
+                             f"known: {', '.join(agents)}")
+        for name in names:
+            learner_factory(base.kind, name)  # a bad name or spec fails now, not in the worker
+        agents[agent_id] = replace(base, challengers=tuple(dict.fromkeys(
+            n for n in names if n != base.champion)))
+    return agents

@@ -159,6 +159,35 @@ def recall_at(scores: list[float], labels: list[int], share: float = 0.2) -> flo
     return sum(labels[i] for i in top) / pos if pos else 0.0
 
 
+def effort_recall_at(scores: list[float], labels: list[int], effort: list[float],
+                     share: float = 0.2) -> float:
+    """Share of positives found reviewing in score order within ``share`` of the total effort.
+
+    The effort-aware view of defect prediction: changes are reviewed from the
+    highest score down until the next one would take the changed lines
+    reviewed beyond ``share`` of all changed lines (ties: earlier change
+    first). Efforts below one line count as one, so no change is free.
+
+    >>> effort_recall_at([5.0, 4.0, 3.0, 2.0], [1, 0, 1, 1], [1.0, 1.0, 10.0, 8.0], 0.2)
+    0.3333333333333333
+    """
+    cost = [max(e, 1.0) for e in effort]
+    budget = share * sum(cost)
+    pos = sum(labels)
+    found, spent = 0, 0.0
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        if spent + cost[i] > budget:
+            break
+        spent += cost[i]
+        found += labels[i]
+    return found / pos if pos else 0.0
+
+
+def change_effort(x: dict[str, Any]) -> float:
+    """Changed lines of a change: ``(la + ld) * lt`` (``la``, ``ld`` are normalised by ``lt``)."""
+    return (float(x.get("la", 0.0)) + float(x.get("ld", 0.0))) * float(x.get("lt", 0.0))
+
+
 def change_scores(
     data_dir: str | Path, project: str, learners: Iterable[str] | None = None
 ) -> tuple[list[int], dict[str, list[float]]]:

@@ -13,11 +13,12 @@ carry, new live policies) and the worker does the I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
+from projections.agent_specs import AgentSpec
 from projections.base import Sourced
 from projections.checkpoints import CheckpointStore
 from projections.promotion import PromotionProjection, PromotionRefused, Transition
@@ -63,11 +64,12 @@ class LearningShard:
     False
     """
 
-    def __init__(self, prefix: str, cipher: FieldCipher | None = None) -> None:
+    def __init__(self, prefix: str, cipher: FieldCipher | None = None,
+                 agents: Mapping[str, AgentSpec] | None = None) -> None:
         self.prefix = prefix
         self._scored: list[Scored] = []
-        self.shadow = ShadowProjection(on_scored=self._scored.append, cipher=cipher)
-        self.promotion = PromotionProjection(snapshot_of=self.shadow.model_snapshot,
+        self.shadow = ShadowProjection(agents, on_scored=self._scored.append, cipher=cipher)
+        self.promotion = PromotionProjection(agents, snapshot_of=self.shadow.model_snapshot,
                                              key_prefix=prefix)
         self.booted: set[str] = set()
         # Every event of the partition, any stream: the one place that sees a
@@ -175,8 +177,10 @@ class LearningRuntime:
     NAME = "learning"
 
     def __init__(self, prefix: str, checkpoints: CheckpointStore,
-                 cipher: FieldCipher | None = None) -> None:
+                 cipher: FieldCipher | None = None,
+                 agents: Mapping[str, AgentSpec] | None = None) -> None:
         self.prefix = prefix
+        self.agents = agents  # None: projections.agent_specs.DEFAULT_AGENTS
         self.checkpoints = checkpoints
         self.cipher = cipher
         self.shards: dict[int, LearningShard] = {}
@@ -185,7 +189,7 @@ class LearningRuntime:
     def shard(self, partition: int) -> LearningShard:
         shard = self.shards.get(partition)
         if shard is None:
-            shard = self.shards[partition] = LearningShard(self.prefix, self.cipher)
+            shard = self.shards[partition] = LearningShard(self.prefix, self.cipher, self.agents)
             state = self.checkpoints.load(f"{self.prefix}:{self.NAME}", partition)
             if state is not None:
                 shard.restore(state)

@@ -35,7 +35,20 @@ Automatic rollback (canary steps 5, 25, 50), checked on every input:
   ≥ 50 canary-routed decisions.
 
 Rolling back restores the last champion (canary 0 %) in one transition, so it
-happens within one evaluation window of the degradation. Log-only agents
+happens within one evaluation window of the degradation.
+
+Refresh: the live models keep learning
+--------------------------------------
+The decision engine serves snapshots and learns nothing itself; without a
+refresh the champion would serve the state it had when it went live (for the
+first champion: a model that has learned nothing) while its shadow copy
+learns every outcome. So the champion and the canary model are snapshotted
+again as **new versions of the same models** (``promotion.refreshed``; the
+step, the pairs collected and the gate are untouched) once they have learned
+a tenth more outcomes than at their last snapshot — young models change
+fastest — and at least every ``refresh_every`` (= 100) scored outcomes.
+Versions stay immutable, so every decision still names the exact snapshot
+that made it (audit, lineage). Why these numbers: docs/served.md. Log-only agents
 never leave step 0 (neither automatically nor by hand).
 
 The rules are pure functions (:mod:`projections.promotion_rules`); this
@@ -158,6 +171,7 @@ class PromotionProjection:
         if scored.seq <= st.last_seq:
             return []
         st.last_seq = scored.seq
+        st.since_refresh += 1
         champ = st.champion[0]
         if champ not in scored.errors:
             return []
@@ -178,16 +192,21 @@ class PromotionProjection:
             why = degraded(st, self.cfg)
             if why:
                 return [self._rollback(scored.agent_id, why, when)]
+        out: list[Transition] = []
+        # Young models change fastest: refresh after a tenth of what they have learned,
+        # at most every `refresh_every` outcomes.
+        if 0 < min(self.cfg.refresh_every, max(1, scored.seq // 10)) <= st.since_refresh:
+            out.append(self._refresh(scored.agent_id, when))
         st.since_test += 1
         if st.since_test < self.cfg.test_every or self.specs[scored.agent_id].mode != "live":
-            return []
+            return out
         st.since_test = 0
         best = winner(st, self.cfg)
         if best is None:
-            return []
+            return out
         name, p, gain = best
         reason = f"wilcoxon p={p:.2e} gain={gain:.1%} n={len(st.pairs[name])}"
-        return [self._step_up(scored.agent_id, name, reason, when)]
+        return [*out, self._step_up(scored.agent_id, name, reason, when)]
 
     def apply(self, batch: Sequence[Sourced]) -> list[Transition]:
         """Apply each ``decision.made`` once (canary latency and fallbacks); may roll back."""
@@ -254,6 +273,26 @@ class PromotionProjection:
             payload.update(manual=True, operator=operator)
         ev = new_event("promotion.step_changed", payload, producer=agent_id, occurred_at=when)
         return Transition(ev, self.policy(agent_id), self._snapshots(agent_id, new))
+
+    def _refresh(self, agent_id: str, when: datetime) -> Transition:
+        """Snapshot the live models again, as new versions of the same models."""
+        st = self._state(agent_id)
+        n, st.since_refresh = st.since_refresh, 0
+        replaced = " ".join(label(ModelRef(*r)) for r in (st.champion, st.challenger) if r)
+        new: list[ModelRef] = []
+        for pair in (st.champion, st.challenger):
+            if pair is not None:
+                pair[1] = st.next_version
+                st.next_version += 1
+                new.append(self._ref(agent_id, pair))  # type: ignore[arg-type]
+        st.revision += 1
+        pol = self.policy(agent_id)
+        ev = new_event("promotion.refreshed", {
+            "agent_id": agent_id, "kind": pol.kind, "champion": label(pol.champion),
+            "challenger": label(pol.challenger), "canary_percent": st.step,
+            "replaces": replaced, "reason": f"{n} outcomes learned since the last snapshot"},
+            producer=agent_id, occurred_at=when)
+        return Transition(ev, pol, self._snapshots(agent_id, new))
 
     def _rollback(self, agent_id: str, reason: str, when: datetime,
                   operator: str | None = None) -> Transition:

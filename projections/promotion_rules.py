@@ -38,6 +38,7 @@ class PromotionPolicy:
     latency_slack_us: float = 1000.0
     fallback_min_samples: int = 50
     fallback_tolerance: float = 0.02
+    refresh_every: int = 100  # scored outcomes between snapshots of the live models (0: never)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class AgentState:
     next_version: int = 2
     last_seq: int = 0
     since_test: int = 0
+    since_refresh: int = 0  # scored outcomes since the live models were last snapshotted
     pairs: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     gens: dict[str, int] = field(default_factory=dict)
     latency: dict[str, list[float]] = field(default_factory=dict)  # policy -> latencies
@@ -93,6 +95,29 @@ def winner(st: AgentState, cfg: PromotionPolicy) -> tuple[str, float, float] | N
         if p < cfg.alpha / k and (best is None or gain > best[2]):
             best = (name, p, gain)
     return best
+
+
+def gate_report(st: AgentState) -> dict[str, dict[str, float]]:
+    """Where each challenger stands at the gate now: pairs, mean gain and p-value.
+
+    The same one-sided Wilcoxon test :func:`winner` runs, on the pairs
+    collected in the current step, without its thresholds (for reports: an
+    arm with fewer than 10 non-zero differences gets ``p`` = 1).
+
+    >>> st = AgentState(champion=["m0", 1], pairs={"m1": deque([(2.0, 1.0)] * 20)})
+    >>> r = gate_report(st)["m1"]
+    >>> r["n"], r["gain"], r["p"] < 1e-4
+    (20, 0.5, True)
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, q in st.pairs.items():
+        d = [c - h for c, h in q]
+        base = mean(c for c, _ in q)
+        p = 1.0
+        if sum(1 for v in d if v != 0.0) >= 10:
+            p = float(wilcoxon(d, alternative="greater", zero_method="wilcox").pvalue)
+        out[name] = {"n": len(d), "gain": mean(d) / base if base > 0 else 0.0, "p": p}
+    return out
 
 
 def degraded(st: AgentState, cfg: PromotionPolicy) -> str:

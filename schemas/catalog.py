@@ -125,6 +125,14 @@ _SPECS = [
         "manual": _f("bool", required=False), "operator": _f("str", required=False),
     }, stream="control",
         doc="The canary was rolled back; the champion serves 100 %."),
+    EventSpec("promotion.refreshed", 1, {
+        "agent_id": _f("str"), "kind": _f("str"), "champion": _f("str"),
+        "challenger": _f("str"), "canary_percent": _f("int"), "replaces": _f("str"),
+        "reason": _f("str"),
+    }, stream="control",
+        doc="The live models were snapshotted again from their shadow copies, as new "
+            "versions of the same models (``replaces``: the versions before); the step "
+            "is unchanged."),
     EventSpec("operator.command", 1, {
         "agent_id": _f("str"), "action": _f("str"), "operator": _f("str"),
         "reason": _f("str"), "challenger": _f("str", required=False),

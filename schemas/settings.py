@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         user (docs/access.md).
     audit_checkpoint_s
         Seconds between the worker's signed checkpoints of the audit log.
+    challengers
+        Challengers per agent id, replacing its defaults (JSON): registered
+        learner names or River specs, e.g. ``SELFLEARN_CHALLENGERS='{"task-estimator":
+        ["river.feature_extraction.BagOfWords(on=\\"title\\")|linear_model.LinearRegression"]}'``
+        (:func:`projections.agent_specs.configured_agents`; docs/river.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="SELFLEARN_", extra="ignore")
@@ -131,6 +136,7 @@ class Settings(BaseSettings):
     snapshot_key_file: Path | None = None
     identity: str | None = None
     audit_checkpoint_s: float = Field(default=60.0, gt=0)
+    challengers: dict[str, list[str]] = Field(default_factory=dict)
 
     @property
     def _tls_version(self) -> ssl.TLSVersion:

@@ -19,6 +19,8 @@ import redis
 from projections.archive_projection import ArchiveProjection
 from projections.base import Sourced
 from projections.checkpoints import CheckpointUnavailable
+from projections.erasures import erased_key
+from projections.learners.base import clear_text_caches
 from projections.learning import LearningRuntime
 from projections.online import FeatureProjection, MemoryProjection, until_redis_answers
 from projections.policy_store import PolicyStore
@@ -88,13 +90,17 @@ class WorkerPipeline:
         """A subject was erased: drop cached keys, then every projection's derived state.
 
         Runs after the batch is applied, so nothing of the subject that came in
-        the same batch survives. Idempotent: a redelivered ``subject.erased``
+        the same batch survives; the first copy a worker sees is also appended
+        to the erased list that agent processes follow (projections.erasures).
+        Idempotent: a redelivered ``subject.erased``
         (or its copy in another partition) forgets nothing more. The counts are
         added up in Redis (``<prefix>:erasure:<subject>``, with ``copies`` seen)
         over every copy and every worker, for ``erase`` and the demo to report.
         """
         if self.keys is not None:
             self.keys.forget(subject_id)
+        clear_text_caches()  # keyed by plaintext text: the subject's may be among them
+        first = subject_id not in self.erasures
         report = {"features": self.features.forget(subject_id),
                   "memory": self.memory.forget(subject_id) if self.memory is not None else 0,
                   "learning": self.learning.forget(subject_id),
@@ -109,6 +115,8 @@ class WorkerPipeline:
             for k, v in report.items():
                 pipe.hincrby(key, k, v)
             pipe.hincrby(key, "copies", 1)
+            if first:  # agent processes follow this list (agents.erasure)
+                pipe.rpush(erased_key(self.prefix), subject_id)
             pipe.execute()
         except Exception as exc:  # the report is informative; the forgetting is done
             log.warning("could not record the erasure report: %s", type(exc).__name__)
@@ -139,7 +147,10 @@ class WorkerPipeline:
         if not until_redis_answers(lambda: self.policies.publish(t.policy, t.snapshots)):
             return  # not newer: a replay of a transition already published
         self.sensor.on_transition(t.policy.agent_id, t.event.type, t.policy.canary_percent)
-        if self.registry is not None and t.event.type.startswith("promotion."):
+        # Refreshed versions stay in Redis (audit reads them there); registering each in
+        # MLflow cost the worker more CPU than its learning (docs/served.md).
+        if self.registry is not None and t.event.type in ("promotion.step_changed",
+                                                          "promotion.rolled_back"):
             shard = self.learning.shards[partition]
             agent = t.policy.agent_id
             metrics = shard.shadow.metrics(agent) if agent in shard.shadow.models else {}

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import redis
 
+from projections.agent_specs import configured_agents
 from projections.archive import EventArchive
 from projections.archive_cold import ColdStore
 from projections.archive_projection import ArchiveProjection
@@ -71,7 +72,8 @@ def build_pipeline(settings: Settings, addresses: Addresses,
             ShortTermMemory(client, prefix=prefix, max_entries=settings.memory_max_entries,
                             ttl_s=settings.memory_ttl_s)),
         archive=ArchiveProjection(archive),
-        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url), cipher),
+        learning=LearningRuntime(prefix, CheckpointStore(addresses.database_url), cipher,
+                                 configured_agents(settings.challengers)),
         policies=PolicyStore(client, prefix=prefix),
         registry=ModelRegistry(addresses.mlflow_uri),
         sensor=sensor,

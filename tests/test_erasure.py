@@ -4,12 +4,18 @@ Events of several data subjects go through the SDK (sealed on its producer
 thread) and a real worker; one subject is erased with the use case behind
 ``selflearn erase``. Then the raw bytes of every store are scanned for any
 subject's personal plaintext: the broker's topics, the archive tables (and
-cold files), the learning checkpoints, Redis, the MLflow artifacts folder,
-the outbox files, the worker's log and the SDK's log records.
+cold files), the learning checkpoints, Redis, the MLflow artifacts folder
+(with the snapshots the worker registered when a challenger was promoted
+before and after the erasure) and its database, the outbox files, the
+worker's log and the SDK's log records. Compressed stores are read through
+their format (Redis values by type, cold files un-gzipped): a raw-byte scan
+of compressed data would find nothing whatever it held.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import logging
 import threading
 import time
@@ -17,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 import redis
@@ -25,9 +32,12 @@ from agents.client import AgentClient
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import start_worker, wait_ready
 from ops.usecases.audit import audit_sample
+from ops.usecases.lineage import registry_run
+from ops.usecases.operator_commands import send_command
 from ops.usecases.privacy import erase, rotate_keys
 from projections import archive_sql as q
 from projections.archive import EventArchive
+from projections.archive_cold import ColdStore
 from projections.feature_store import OnlineFeatureStore
 from schemas import Envelope, decode
 from schemas.addresses import Addresses
@@ -45,17 +55,25 @@ TASKS = 6
 
 @pytest.fixture
 def run(settings: Settings, stack: Addresses, tmp_path: Path) -> Iterator[dict[str, object]]:
-    """Own data folder (keys, outboxes), topic prefix and agent; the worker is stopped after."""
+    """Own data folder (keys, outboxes, MLflow), topic prefix; the worker is stopped after.
+
+    The agent is ``task-estimator``, a live agent, so a challenger can be promoted
+    (and registered in MLflow); its events are told apart from other tests' by
+    the topic prefix.
+    """
     prefix = f"{settings.topic_prefix}-{uuid.uuid4().hex[:6]}"
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    (tmp_path / "mlflow").mkdir()
     own = settings.model_copy(update={
         "topic_prefix": prefix, "data_dir": tmp_path, "kafka_bootstrap": stack.kafka_bootstrap,
         "database_url": stack.database_url, "redis_url": stack.redis_url,
-        "mlflow_uri": stack.mlflow_uri, "pii_detector": "pattern"})
+        "mlflow_uri": mlflow_uri, "pii_detector": "pattern"})
     workers: list[Spawned] = []
     log = tmp_path / "worker.log"
-    workers.append(start_worker(own, stack, log))
+    workers.append(start_worker(own, dataclasses.replace(stack, mlflow_uri=mlflow_uri), log))
     wait_ready(log)
-    yield {"settings": own, "log": log, "agent": f"task-est-{uuid.uuid4().hex[:6]}"}
+    yield {"settings": own, "log": log, "agent": "task-estimator",
+           "server_logs": Path(settings.data_dir) / "logs"}
     for w in workers:
         stop(w.pid, w.create_time, timeout=10)
 
@@ -87,33 +105,86 @@ def _emit(client: AgentClient, subject: str, marker: str, n: int, start: int = 0
 SDK_TYPES = ["decision.requested", "decision.made", "task.estimated", "task.completed"]
 
 
-def _archived(database_url: str, agent: str) -> list[tuple[str, bytes]]:
-    """The SDK's events of ``agent`` (not the worker's shadow/evaluation events)."""
+def _archived(database_url: str, agent: str, prefix: str) -> list[tuple[str, bytes]]:
+    """The SDK's events of ``agent`` on ``prefix``'s topics (not the worker's own events)."""
     with psycopg.connect(database_url) as conn:
         try:
             rows = conn.execute("SELECT type, payload::text FROM events WHERE producer = %s "
-                                "AND type = ANY(%s)", (agent, SDK_TYPES)).fetchall()
+                                "AND type = ANY(%s) AND src_topic LIKE %s",
+                                (agent, SDK_TYPES, f"{prefix}.%")).fetchall()
         except psycopg.errors.UndefinedTable:  # the worker has not written yet
             return []
     return [(t, p.encode()) for t, p in rows]
 
 
-def _wait_archived(database_url: str, agent: str, n: int, timeout: float = 90) -> None:
+def _wait_archived(database_url: str, agent: str, prefix: str, n: int,
+                   timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    while len(_archived(database_url, agent)) < n:
-        assert time.monotonic() < deadline, f"archive holds {len(_archived(database_url, agent))}"
+    while (got := len(_archived(database_url, agent, prefix))) < n:
+        assert time.monotonic() < deadline, f"archive holds {got}"
         time.sleep(0.3)
 
 
-def _archived_events(database_url: str, agent: str) -> list[Envelope]:
+def _archived_rows(database_url: str, agent: str, prefix: str) -> list[tuple[object, ...]]:
     cols = ", ".join(q.READ_COLUMNS)
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(f"SELECT {cols} FROM events WHERE producer = %s",  # noqa: S608
-                            (agent,)).fetchall()
-    return [q.envelope_from_row(r) for r in rows]
+        return conn.execute(f"SELECT {cols} FROM events WHERE producer = %s "  # noqa: S608
+                            "AND src_topic LIKE %s", (agent, f"{prefix}.%")).fetchall()
 
 
-def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str) -> dict[str, bytes]:
+def _archived_events(database_url: str, agent: str, prefix: str) -> list[Envelope]:
+    return [q.envelope_from_row(r) for r in _archived_rows(database_url, agent, prefix)]
+
+
+def _to_cold(s: Settings, stack: Addresses, agent: str) -> list[Envelope]:
+    """The agent's archived rows written as cold files, as retention writes them; read back."""
+    cold = ColdStore((Path(s.data_dir) / "cold").as_uri())
+    rows = _archived_rows(stack.database_url, agent, s.topic_prefix)
+    day = q.envelope_from_row(rows[0]).occurred_at.date()
+    cold.write_day(day, 0, [q.cold_record(r) for r in rows])
+    return [decode(orjson.dumps({k: v for k, v in rec.items() if k != "_src"}))
+            for rec in cold.read_day(day)]
+
+
+def _registered(s: Settings, version: str) -> dict[str, float]:
+    """Metrics of the MLflow run that registered ``version`` (waits for the worker)."""
+    from mlflow import MlflowClient
+
+    deadline, run = time.monotonic() + 180, registry_run(s.mlflow_uri, "task-estimator", version)
+    while not run["found"]:
+        assert time.monotonic() < deadline, run
+        time.sleep(1)
+        run = registry_run(s.mlflow_uri, "task-estimator", version)
+    client = MlflowClient(tracking_uri=s.mlflow_uri, registry_uri=s.mlflow_uri)
+    return dict(client.get_run(run["run_id"]).data.metrics)
+
+
+def _redis_values(r: redis.Redis) -> list[bytes]:
+    """Every key and every value, read by type (``DUMP`` may LZF-compress a value)."""
+    out: list[bytes] = []
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        out.append(key)
+        if kind == b"string":
+            out.append(r.get(key) or b"")
+        elif kind == b"hash":
+            out += [b for kv in r.hgetall(key).items() for b in kv]
+        elif kind == b"list":
+            out += r.lrange(key, 0, -1)
+        elif kind == b"set":
+            out += list(r.smembers(key))
+        elif kind == b"zset":
+            out += r.zrange(key, 0, -1)
+        elif kind == b"stream":
+            out += [orjson.dumps({k.decode(): v.decode("latin-1") for k, v in f.items()})
+                    for _, f in r.xrange(key)]
+        else:
+            raise AssertionError(f"Redis key {key!r} of type {kind!r} is not scanned")
+    return out
+
+
+def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str,
+                     server_logs: Path) -> dict[str, bytes]:
     """Raw bytes of every store that could hold personal data, per store."""
     stores: dict[str, bytes] = {}
     chunks: list[bytes] = []
@@ -131,17 +202,17 @@ def _scan_everything(s: Settings, stack: Addresses, log: Path, sdk_log: str) -> 
                 chunks += [bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
                            for v in row]
     stores["postgresql"], chunks = b"\n".join(chunks), []
-    r = redis.Redis.from_url(stack.redis_url)
-    for key in r.scan_iter(count=1000):
-        chunks += [key, r.dump(key) or b""]
-    stores["redis"], chunks = b"\n".join(chunks), []
+    stores["redis"] = b"\n".join(_redis_values(redis.Redis.from_url(stack.redis_url)))
     folders = [Path(s.data_dir) / "outbox", Path(s.data_dir) / "cold",
-               Path(stack.mlflow_uri[len("sqlite:///"):]).parent / "mlartifacts"]
+               Path(s.mlflow_uri[len("sqlite:///"):]).parent]  # mlflow.db and mlartifacts/
     for folder in folders:
-        if folder.exists():
-            stores[folder.name] = b"\n".join(f.read_bytes() for f in folder.rglob("*")
-                                             if f.is_file())
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        assert files, f"nothing in {folder}: the scan would prove nothing"
+        stores[folder.name] = b"\n".join(gzip.decompress(f.read_bytes()) if f.suffix == ".gz"
+                                         else f.read_bytes() for f in files)
     stores["worker log"], stores["sdk log"] = log.read_bytes(), sdk_log.encode()
+    # The servers' own logs (broker, PostgreSQL, Redis): an error may quote a value.
+    stores["server logs"] = b"\n".join(f.read_bytes() for f in server_logs.glob("*.log"))
     return stores
 
 
@@ -157,10 +228,14 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
         _emit(client, subject, markers[subject], TASKS)
     assert client.flush(60)
     # Per task: decision.requested, decision.made, task.estimated, task.completed.
-    _wait_archived(stack.database_url, agent, 4 * TASKS * len(SUBJECTS))
+    _wait_archived(stack.database_url, agent, s.topic_prefix, 4 * TASKS * len(SUBJECTS))
     assert client.protector is not None and client.protector.named >= 2 * TASKS * len(SUBJECTS)
+    # A challenger that learned from every subject goes to canary: MLflow gets its snapshot.
+    canary = send_command(s, agent, "promote", "test", challenger="knn_median", wait_s=60)
+    learned_before = _registered(s, canary["after"]["challenger"])["n"]
+    assert learned_before >= TASKS * len(SUBJECTS) - 1
 
-    report = erase(s, ERASED_SUBJECT, "test: right to erasure", wait_s=60)
+    report = erase(s, ERASED_SUBJECT, "test: right to erasure", wait_s=180)
     assert report["key_versions_destroyed"] == 1
     forgot = report["forgot"]
     assert forgot is not None, "no worker recorded the erasure"
@@ -174,15 +249,26 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
     _emit(client, "r-delta", extra["r-delta"], 3)
     _emit(client, "r-alpha", markers["r-alpha"], 2, start=TASKS)
     assert client.flush(60)
-    _wait_archived(stack.database_url, agent, 4 * (TASKS * len(SUBJECTS) + 5))
+    _wait_archived(stack.database_url, agent, s.topic_prefix, 4 * (TASKS * len(SUBJECTS) + 5))
     client.close()
     after = features.get(f"agent:{agent}")
     assert before is not None and after is not None
     assert after.counters != before.counters
+    # ... and the challenger learned from the new outcomes: registered again, it has seen more.
+    send_command(s, agent, "rollback", "test", wait_s=60)
+    again = send_command(s, agent, "promote", "test", challenger="knn_median", wait_s=60)
+    assert again["after"]["challenger"] != canary["after"]["challenger"]
+    assert _registered(s, again["after"]["challenger"])["n"] >= learned_before + 5
+    cold = _to_cold(s, stack, agent)  # the hot rows as retention writes them to cold files
 
     # No plaintext of any subject's personal text anywhere (sealed before leaving the SDK).
-    stores = _scan_everything(s, stack, Path(str(run["log"])), caplog.text)
+    stores = _scan_everything(s, stack, Path(str(run["log"])), caplog.text,
+                              Path(str(run["server_logs"])))
     assert stores["broker"] and stores["postgresql"] and stores["redis"] and stores["outbox"]
+    # The scan reads content, not noise: what these events hold in clear is found.
+    for name in ("broker", "postgresql", "cold"):
+        assert b"r-alpha-t0" in stores[name], f"a task id is not in the {name} scan"
+    assert b"r-alpha" in stores["redis"] and b"knn_median" in stores["mlflow"]
     for subject, marker in {**markers, **extra}.items():
         found = [name for name, raw in stores.items() if marker.encode() in raw]
         assert not found, f"plaintext of {subject} found in {found}"
@@ -191,7 +277,9 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
     keys = FileKeyStore(s.key_folder())
     cipher = FieldCipher(keys)
     by_subject: dict[str, list[dict[str, object]]] = {}
-    for ev in _archived_events(stack.database_url, agent):
+    hot = _archived_events(stack.database_url, agent, s.topic_prefix)
+    assert len(cold) == len(hot)
+    for ev in [*hot, *cold]:
         if ev.type not in ("task.estimated", "decision.requested"):
             continue
         opened = reveal(ev, cipher)
@@ -204,14 +292,13 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
         assert by_subject[subject] and all(marker in str(e["text"]) and not e["erased"]
                                            for e in by_subject[subject])
     # Learners featurise with named persons redacted.
-    one = next(ev for ev in _archived_events(stack.database_url, agent)
-               if ev.type == "task.estimated" and ev.subject_id == "r-alpha")
+    one = next(ev for ev in hot if ev.type == "task.estimated" and ev.subject_id == "r-alpha")
     assert REDACTED in reveal(one, cipher, names=False).payload["description"]
     keys.close()
 
     # Audit still runs: decisions whose inputs were erased are reported as such.
     audit = audit_sample(EventArchive(stack.database_url), redis.Redis.from_url(stack.redis_url),
-                         n=10_000, agent=agent, mlflow_uri=stack.mlflow_uri,
+                         n=10_000, agent=agent, mlflow_uri=s.mlflow_uri, topics_of=s.topic_prefix,
                          prefix=s.topic_prefix, cipher=FieldCipher(FileKeyStore(s.key_folder())))
     assert audit["checked"] == TASKS * len(SUBJECTS) + 5
     assert audit["erased"] == TASKS
@@ -256,10 +343,10 @@ def test_rotation_during_live_traffic_loses_nothing_and_all_stays_readable(
     assert [r["kek_version"] for r in rotations] == [2, 3, 4]
     assert rotations[-1]["rewrapped"] >= 40  # every subject's key (and the pseudonym key)
 
-    _wait_archived(stack.database_url, agent, len(sent))
+    _wait_archived(stack.database_url, agent, s.topic_prefix, len(sent))
     cipher = FieldCipher(FileKeyStore(s.key_folder()))
     read = {str(ev.event_id): reveal(ev, cipher).payload["title"]
-            for ev in _archived_events(stack.database_url, agent)}
+            for ev in _archived_events(stack.database_url, agent, s.topic_prefix)}
     assert read == sent
     control = read_topic(stack.kafka_bootstrap, topic_name(s.topic_prefix, "control"),
                          expect=3, timeout=30)

@@ -58,11 +58,11 @@ def test_an_unknown_evaluation_is_refused_before_anything_starts(
 
 
 def test_the_changes_replay_orders_requests_and_late_labels_like_the_offline_loop() -> None:
-    from ops.demo.pipeline_eval import _change_replays
+    from ops.demo.pipeline_eval import change_replays
     from projections.datasets import label_events, read_changes
 
     folder = data_path("changes")
-    replays, labels = _change_replays(folder)
+    replays, labels = change_replays(folder)
     rows = read_changes(folder, "IVY")
     rp = replays["IVY"]
     assert labels["IVY"] == [r.bug for r in rows] and len(rp.scored) == len(rows)
@@ -80,10 +80,10 @@ def test_the_changes_replay_orders_requests_and_late_labels_like_the_offline_loo
 
 
 def test_requests_carry_exactly_the_offline_features(tmp_path: Path) -> None:
-    from ops.demo.pipeline_eval import _storypoint_replays
+    from ops.demo.pipeline_eval import storypoint_replays
 
     folder = _small_folder(tmp_path / "sp")
-    replays, actual = _storypoint_replays(folder)
+    replays, actual = storypoint_replays(folder)
     rows = read_storypoints(folder, "mule")
     requests = [p for t, p in replays["mule"].events if t == "decision.requested"]
     assert [{k: v for k, v in p["context"].items() if k != "task_id"} for p in requests] == [

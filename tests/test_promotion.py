@@ -78,6 +78,8 @@ class Loop:
         self.transitions: list[Transition] = []
         self.at_seq: list[int] = []  # shadow outcome count at each automatic transition
         self.shadow = ShadowProjection(agents, on_scored=self._scored)
+        # The gate alone by default: refreshed snapshots have their own test.
+        policy = policy or PromotionPolicy(refresh_every=0)
         self.promotion = PromotionProjection(agents, policy, snapshot_of=self.shadow.model_snapshot,
                                              key_prefix=store.prefix if store else "selflearn")
         self.store = store
@@ -259,3 +261,31 @@ def test_policy_store_never_goes_back_to_an_older_revision(store) -> None:
     assert store.get("a") == newer and store.load_model("a", chal) == b"new"
     assert store.load_model("a", ModelRef("oracle", 9)) is None and store.get("zz") is None
     assert store.all_policies() == {"a": newer}
+
+
+def test_live_models_are_snapshotted_again_as_new_versions_as_they_learn(store) -> None:
+    """The engine serves snapshots; a refresh hands it what the shadow copy has learned since:
+    after a tenth more outcomes than at the last snapshot, at least every ``refresh_every``."""
+    agent = "task-estimator"
+    loop = Loop({agent: spec(agent, mode="log_only")}, store, PromotionPolicy(refresh_every=40))
+    learned = loop.feed(stream(agent, 0, 600, offset_by=0.0))
+    expected, since = [], 0
+    for seq in range(1, learned + 1):
+        since += 1
+        if since >= min(40, max(1, seq // 10)):
+            expected.append(seq)
+            since = 0
+    refreshes = [t for t in loop.transitions if t.event.type == "promotion.refreshed"]
+    assert loop.at_seq == expected and len(refreshes) == len(expected)
+    assert expected[:3] == [1, 2, 3] and expected[-1] - expected[-2] == 40  # fast, then capped
+    versions = [t.policy.champion.version for t in refreshes]
+    assert versions == list(range(2, 2 + len(refreshes)))  # new versions, never overwritten
+    assert [t.policy.revision for t in refreshes] == list(range(1, 1 + len(refreshes)))
+    assert {t.policy.canary_percent for t in refreshes} == {0}  # the step is untouched
+    last = refreshes[-1]
+    assert last.event.payload["replaces"] == f"constant:v{versions[-2]}"
+    # what the store serves now is the champion as the shadow held it at the refresh
+    served = store.get(agent)
+    assert served is not None and served.champion == last.policy.champion
+    assert store.load_model(agent, served.champion) == last.snapshots[served.champion]
+    assert loop.promotion.states[agent].pairs  # the gate's pairs survive a refresh

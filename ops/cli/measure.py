@@ -53,6 +53,10 @@ def evaluate(
     learner: Annotated[list[str] | None, typer.Option(
         "--learner", help="Only this learner (repeatable); a River spec 'river.…' works too.")]
     = None,
+    served: Annotated[bool, typer.Option(
+        "--served", help="Score what the live policy answered: each project replayed through "
+                         "shadow, promotion gate and decision engine (learner 'served').")]
+    = False,
     holdout: Annotated[bool, typer.Option(
         "--holdout", help="Macro numbers on the selection and the held-out projects "
                           "(projections/holdout.py).")] = False,
@@ -93,9 +97,12 @@ def evaluate(
     folder = data or data_path(what)
     if not folder.is_dir():
         fail(f"{folder} is not a folder of CSV files")
+    if served and (through_pipeline or learner):
+        fail("--served replays the shipped agent configuration in-process; "
+             "it does not combine with --through-pipeline or --learner")
     result = run_evaluation(what, folder, through_pipeline=through_pipeline,
                             settings=load_settings() if through_pipeline else None, plot=plot,
-                            learners=learner or None, holdout=holdout)
+                            learners=learner or None, holdout=holdout, served=served)
     if as_json or holdout:
         typer.echo(json.dumps(result, indent=None if as_json else 2))
         return

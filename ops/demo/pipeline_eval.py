@@ -88,7 +88,7 @@ class Replay:
 # ------------------------------------------------------------------- scripts
 
 
-def _storypoint_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[float]]]:
+def storypoint_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[float]]]:
     """Per project: the replay and the actual points of its rows (in order)."""
     from projections.agent_specs import eval_agent_id
     from projections.datasets import read_storypoints, storypoint_projects
@@ -107,7 +107,7 @@ def _storypoint_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list
     return replays, actual
 
 
-def _change_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[int]]]:
+def change_replays(folder: Path) -> tuple[dict[str, Replay], dict[str, list[int]]]:
     """Per project: the replay (offline order, see the module doc) and the labels."""
     from projections.agent_specs import eval_agent_id
     from projections.datasets import change_projects, label_events, read_changes
@@ -282,10 +282,10 @@ def evaluate_through_pipeline(
 
     folder = Path(folder)
     if what == "storypoints":
-        replays, actual = _storypoint_replays(folder)
+        replays, actual = storypoint_replays(folder)
         names = list(TASK_LEARNERS)
     elif what == "changes":
-        replays, labels = _change_replays(folder)
+        replays, labels = change_replays(folder)
         names = list(REVIEW_LEARNERS)
     else:
         raise ValueError(f"unknown evaluation {what!r}; use storypoints or changes")

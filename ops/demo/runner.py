@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from agents.client import AgentClient
 from ops.data import data_path
 from ops.demo.data_agents import RUNNERS, AgentPlan, plans
 from ops.demo.data_agents import Progress as AgentProgress
+from ops.demo.identity import DemoIdentity, as_operator, erase_as_officer, print_trail_paths
 from ops.metrics import decision_observer, start_metrics_server
 from ops.stack.processes import Spawned, stop
 from ops.stack.workers import start_worker, wait_ready, worker_env
@@ -68,32 +70,39 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
     started = time.monotonic()
     console.print(f"metrics of the agents: http://127.0.0.1:{start_metrics_server()}/metrics")
     console.print(f"[bold]selflearn demo[/] — data folder {settings.data_dir}")
+    since = datetime.now(UTC)
     addresses = up(settings)
+    who = as_operator(settings)  # the worker, the vision agent and the commands run as it
+    print_trail_paths(settings, who, console)
+    operator = who.operator
     worker: Spawned | None = None
     vision: subprocess.Popen | None = None
     clients: list[AgentClient] = []
     try:
         log = Path(settings.data_dir) / "logs" / "worker.log"
         offset = log.stat().st_size if log.exists() else 0
-        worker = start_worker(settings, addresses, log)
+        worker = start_worker(operator, addresses, log)
         with console.status("starting the Faust worker (joins its consumer group) ..."):
             wait_ready(log, after=offset)
-        vision = _start_vision(settings, addresses, duration)
+        vision = _start_vision(operator, addresses, duration)
         erasure: dict[str, Any] = {}
         result_agents = _run_agents(settings, addresses, duration, speed, clients, console,
-                                    erasure)
+                                    erasure, who)
         vision_stats = _finish_vision(vision)
         vision = None
-        with console.status("letting the worker finish learning from the last events ..."):
+        with console.status("letting the worker finish learning and forgetting ..."):
             time.sleep(3 * settings.checkpoint_s)
+            _await_forgetting(addresses.redis_url, settings.topic_prefix, erasure)
         policies = PolicyStore(redis.Redis.from_url(addresses.redis_url),
                                settings.topic_prefix).all_policies()
-        report, learned = _write_report(settings, addresses, console)
+        _sync_trail(settings)
+        report, learned = _write_report(settings, addresses, console, since)
         if erasure.get("subject"):
             erasure["unreadable_events"] = _unreadable(addresses, erasure["subject"])
         result = DemoResult(result_agents, dict(policies), vision_stats, report,
                             time.monotonic() - started, learned, erasure or None)
         summarize(result, console)
+        print_trail_paths(settings, who, console)
         return result
     finally:
         for c in clients:
@@ -110,19 +119,68 @@ def run_demo(settings: Settings, *, duration: float = 120.0, speed: float = 1.0,
                           "`selflearn down` stops the servers")
 
 
-def _erase_half_way(settings: Settings, progress: dict[str, AgentProgress],
-                    out: dict[str, Any]) -> None:
-    """Erase the first data subject the task estimator served (runs in its own thread)."""
-    from ops.usecases.privacy import erase
+def _erase_half_way(who: DemoIdentity, database_url: str,
+                    progress: dict[str, AgentProgress], out: dict[str, Any]) -> None:
+    """Erase a data subject the task estimator served (runs in its own thread)."""
+    from schemas.protect import key_store
 
-    subjects = progress.get("task-estimator", AgentProgress()).subjects
+    keys = key_store(who.operator)
+    try:  # the data folder outlives a run: the same data replays subjects erased before
+        subjects = [s for s in progress.get("task-estimator", AgentProgress()).subjects[:1000]
+                    if not keys.is_erased(s)]
+    finally:
+        getattr(keys, "close", lambda: None)()
     if not subjects:
         return
-    out["subject"] = subjects[0]
-    try:
-        out.update(erase(settings, subjects[0], "demo: right to erasure, half-way", wait_s=30))
-    except Exception as exc:  # the demo goes on; the report says what failed
-        out["error"] = f"{type(exc).__name__}: {exc}"
+    out["subject"] = _settled_subject(database_url, subjects)
+    erase_as_officer(who, out["subject"], "demo: right to erasure, half-way", out)
+
+
+def _await_forgetting(redis_url: str, prefix: str, erasure: dict[str, Any],
+                      timeout_s: float = 90.0) -> None:
+    """Wait until the workers handled every copy of the erasure (a lagging worker is late).
+
+    ``erase`` waits 30 s; on a loaded machine the worker may read the control
+    topic later. Sets ``erasure["forgot"]`` to the workers' totals when they come.
+    """
+    from ops.report.trail import forgot_counts
+
+    if not erasure.get("partitions") or erasure.get("forgot"):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            counts = forgot_counts(redis_url, prefix, erasure["subject"]) or {}
+        except Exception:  # Redis busy: try again until the deadline
+            counts = {}
+        if counts.get("copies", 0) >= erasure["partitions"]:
+            erasure["forgot"] = {k: v for k, v in counts.items() if k != "copies"}
+            return
+        time.sleep(1.0)
+
+
+def _settled_subject(database_url: str, subjects: list[str], wait_s: float = 30.0) -> str:
+    """The first of ``subjects`` whose task outcome the worker has archived (else the first).
+
+    Events on different topics are not ordered against the erasure: one the
+    worker has not read yet is applied after it forgot the subject (its text
+    then reads ``[erased]``, but memory and learners index it again). A subject
+    the worker is done with shows what erasure does to every projection.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(database_url, connect_timeout=5) as conn:
+                row = conn.execute("SELECT subject_id FROM events WHERE type = 'task.completed' "
+                                   "AND subject_id = ANY(%s) LIMIT 1", (subjects,)).fetchone()
+        except psycopg.Error:
+            row = None
+        if row:
+            return str(row[0])
+        time.sleep(1.0)
+    return subjects[0]
 
 
 def _unreadable(addresses: Addresses, subject: str) -> int:
@@ -140,7 +198,7 @@ def _unreadable(addresses: Addresses, subject: str) -> int:
 
 def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed: float,
                 clients: list[AgentClient], console: Console,
-                erasure: dict[str, Any]) -> dict[str, AgentProgress]:
+                erasure: dict[str, Any], who: DemoIdentity) -> dict[str, AgentProgress]:
     from schemas.protect import Protector, detector_for, key_store
 
     stop_flag = threading.Event()
@@ -174,7 +232,8 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
         while time.monotonic() < end and any(t.is_alive() for t in threads):
             if eraser is None and time.monotonic() > end - duration / 2:
                 eraser = threading.Thread(target=_erase_half_way,
-                                          args=(settings, progress, erasure), daemon=True)
+                                          args=(who, addresses.database_url, progress,
+                                                erasure), daemon=True)
                 eraser.start()
             for agent, task in ids.items():
                 p = progress[agent]
@@ -186,7 +245,7 @@ def _run_agents(settings: Settings, addresses: Addresses, duration: float, speed
             time.sleep(0.25)
     stop_flag.set()
     if eraser is not None:
-        eraser.join(timeout=40)
+        eraser.join(timeout=70)
     for t in threads:
         t.join(timeout=10)
     for c in clients:
@@ -214,14 +273,36 @@ def _finish_vision(proc: subprocess.Popen) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _write_report(settings: Settings, addresses: Addresses, console: Console
-                  ) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
+def _sync_trail(settings: Settings, settle_s: float = 5.0, limit_s: float = 20.0) -> None:
+    """Copy the run's last transitions into the audit log and sign (the worker's tick, now).
+
+    A transition reaches the archive only when the worker reads it back from its
+    topic, so this repeats until nothing new came for ``settle_s`` seconds.
+    """
+    from ops.access.trail import Trail, tick
+
+    trail = Trail.of(settings)
+    start = quiet = time.monotonic()
+    try:
+        while time.monotonic() - quiet < settle_s and time.monotonic() - start < limit_s:
+            if tick(trail):
+                quiet = time.monotonic()
+            time.sleep(1.0)
+    except Exception as exc:  # the worker copies them at its next tick
+        import logging
+
+        logging.getLogger(__name__).warning("audit trail not synced: %s", exc)
+
+
+def _write_report(settings: Settings, addresses: Addresses, console: Console,
+                  since: datetime) -> tuple[Path | None, dict[str, dict[str, dict[str, float]]]]:
     """The HTML report, and the latest shadow metrics per agent and model."""
     from ops.report.generate import default_target, write_current
 
     path = default_target(settings)
     try:
-        _, events = write_current(settings, addresses, path, title="selflearn demo")
+        _, events = write_current(settings, addresses, path, title="selflearn demo",
+                                  audit_since=since)
     except Exception as exc:  # the report is a by-product; the demo's result stands
         console.print(f"[yellow]report not written: {exc}[/]")
         return None, {}
@@ -255,7 +336,9 @@ def summarize(result: DemoResult, console: Console) -> None:
     if e:
         forgot = ", ".join(f"{k} {v}" for k, v in (e.get("forgot") or {}).items()) or \
             "no worker report yet"
-        console.print(f"erased half-way: subject {e.get('subject')} — "
+        by = f" by {e['by']}" if e.get("by") else ""
+        denied = f" (denied to {', '.join(e['denied'])} first)" if e.get("denied") else ""
+        console.print(f"erased half-way{by}{denied}: subject {e.get('subject')} — "
                       f"{e.get('key_versions_destroyed', 0)} key version(s) destroyed, "
                       f"{e.get('unreadable_events', 0)} archived events now read '\\[erased]'; "
                       f"forgotten: {forgot}" + (f" [red]{e['error']}[/]" if "error" in e else ""))

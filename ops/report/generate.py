@@ -19,12 +19,14 @@ def default_target(settings: Any) -> Path:
 
 
 def write_current(settings: Any, addresses: Any, target: str | Path, *, title: str,
-                  hours: float | None = None, refresh: int | None = None
-                  ) -> tuple[str, list[Envelope]]:
+                  hours: float | None = None, refresh: int | None = None,
+                  audit_since: datetime | None = None) -> tuple[str, list[Envelope]]:
     """Build the page from the servers at ``addresses`` and write it to ``target``.
 
     ``hours``: only events of the last N hours (``None``: all archived events);
-    ``refresh``: seconds after which a browser reloads the page. Returns the
+    ``refresh``: seconds after which a browser reloads the page;
+    ``audit_since``: first audit record shown (default: the same window as the
+    events; the demo passes its start, so the trail is the run's). Returns the
     page and the events it shows. A source that cannot be read becomes a note
     on the page (:func:`ops.report.sources.gather`).
     """
@@ -36,6 +38,31 @@ def write_current(settings: Any, addresses: Any, target: str | Path, *, title: s
     events, policies, dead, notes = gather(addresses.kafka_bootstrap, addresses.database_url,
                                            addresses.redis_url, settings.topic_prefix,
                                            since, cold_uri=cold)
-    page = build_report(events, policies, dead, title, refresh=refresh, notes=notes)
+    sections = [_trail_section(settings, addresses, audit_since or since, notes)]
+    page = build_report(events, policies, dead, title, refresh=refresh, notes=notes,
+                        sections=[s for s in sections if s])
     write_report(target, page)
     return page, events
+
+
+def _trail_section(settings: Any, addresses: Any, since: datetime | None,
+                   notes: list[str]) -> str:
+    """The audit-trail section, or a note when the audit log cannot (or may not) be read.
+
+    Reading the audit log is an auditor's right (``audit-log.show``): a viewer's
+    or an operator's report says so instead of showing it (not audited as a
+    denial: the served report regenerates every few seconds).
+    """
+    from ops.access.rbac import decide
+    from ops.report.trail import load_trail, trail_section
+
+    actor, allowed = decide(settings, "audit-log.show")
+    if not allowed:
+        notes.append(f"audit trail not shown: {actor.name} may not read the audit log "
+                     "(auditor or admin)")
+        return ""
+    try:
+        return trail_section(load_trail(settings, addresses, since))
+    except Exception as exc:  # noqa: BLE001 - the rest of the report stands
+        notes.append(f"audit trail unreadable ({type(exc).__name__}: {exc})")
+        return ""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ops.report.collect import AgentData, collect
 from ops.report.html import CSS, esc, fmt_time
+from ops.report.served import served_section
 from schemas import Envelope
 from schemas.policy import LivePolicy
 
@@ -33,7 +34,7 @@ from schemas.policy import LivePolicy
 def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
                  dead_letters: Mapping[str, int], title: str = "selflearn report", *,
                  refresh: int | None = None, notes: Sequence[str] = (),
-                 generated_at: datetime | None = None) -> str:
+                 generated_at: datetime | None = None, sections: Sequence[str] = ()) -> str:
     """One self-contained HTML page about ``events``, the live ``policies`` and dead letters.
 
     Parameters
@@ -52,9 +53,13 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
         Warnings shown at the top (e.g. a source that could not be read).
     generated_at
         Time printed as "generated" (default: now).
+    sections
+        Finished HTML sections appended after the agents (e.g. the audit trail,
+        :mod:`ops.report.trail`).
     """
     from ops.report import plots  # matplotlib: only when a page is built
 
+    events = list(events)
     c = collect(events)
     until = c.last or datetime.now(UTC)
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
@@ -67,12 +72,14 @@ def build_report(events: Iterable[Envelope], policies: Mapping[str, LivePolicy],
     parts = [head, f"<header><h1>{esc(title)}</h1><p>{esc(sub)}</p></header><main>"]
     parts += [f'<div class="note">{esc(n)}</div>' for n in notes]
     parts.append(plots.agents_section(c, policies))
+    parts.append(served_section(events, policies))
     parts.append(plots.dead_letter_section(dead_letters))
     if c.cameras:
         parts.append(plots.vision_section(c))
     for aid in sorted(set(c.agents) | set(policies)):
         parts.append(plots.agent_section(c.agents.get(aid) or AgentData(aid), policies.get(aid),
                                     until))
+    parts.extend(sections)
     parts.append("</main></body></html>")
     return "".join(parts)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from ops.report.collect import REPORT_TYPES
+from ops.report.collect import REPORT_TYPES as COLLECTED
+from ops.report.served import SERVED_TYPES
 from schemas import Envelope
 from schemas.policy import LivePolicy
+
+REPORT_TYPES = tuple(dict.fromkeys((*COLLECTED, *SERVED_TYPES)))  # each type once
 
 
 def load_from_archive(database_url: str, since: datetime | None = None, *,

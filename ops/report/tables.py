@@ -26,6 +26,9 @@ def print_evaluation(what: str, result: dict[str, Any]) -> None:
         table.add_row(project, str(row["n"]), *(f"{row[metric].get(n, float('nan')):.3f}"
                                                 for n in learners))
     Console().print(table)
+    for name, t in result.get("targets", {}).items():  # evaluate --served
+        Console().print(f"served {name}: {t['value']:+.1%} (target {t['target']:+.0%}: "
+                        f"{'met' if t['met'] else 'not met'})")
 
 
 def print_faces(result: dict[str, Any]) -> None:

@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSED_ON = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile",
              "kafka_ssl_keyfile", "database_ssl_mode", "database_ssl_rootcert",
              "database_ssl_cert", "database_ssl_key", "redis_ssl_ca_certs",
-             "redis_ssl_certfile", "redis_ssl_keyfile", "tls_min_version")
+             "redis_ssl_certfile", "redis_ssl_keyfile", "tls_min_version",
+             "identity")  # a worker acts as whoever started it (audit records, roles)
 
 
 def worker_env(settings: Settings, addresses: Addresses, **extra: str) -> dict[str, str]:

@@ -298,8 +298,12 @@ def audit_decision(archive: EventArchive, redis_or_policy_store: Any,
 
 def audit_sample(archive: EventArchive, redis_or_policy_store: Any, n: int, seed: int = 0, *,
                  agent: str | None = None, mlflow_uri: str | None = None,
-                 prefix: str = "selflearn", cipher: FieldCipher | None = None) -> dict[str, Any]:
+                 prefix: str = "selflearn", cipher: FieldCipher | None = None,
+                 topics_of: str | None = None) -> dict[str, Any]:
     """Audit ``n`` decisions drawn at random (reproducibly, by ``seed``) from the archive.
+
+    ``topics_of``: only decisions read from that topic prefix's topics (an
+    archive shared by several installations, as in the tests).
 
     Returns ``{"checked", "matched", "match_rate", "mismatches", "by_version",
     "by_policy", "by_source", "erased"}``; ``mismatches`` holds the failed results as
@@ -310,6 +314,8 @@ def audit_sample(archive: EventArchive, redis_or_policy_store: Any, n: int, seed
     where, params = "type = 'decision.made'", []
     if agent is not None:
         where, params = where + " AND producer = %s", [agent]
+    if topics_of is not None:
+        where, params = where + " AND src_topic LIKE %s", [*params, f"{topics_of}.%"]
     stmt = q.sql.SQL("SELECT event_id FROM {t} WHERE " + where + " ORDER BY event_id").format(
         t=q.ident(archive.table))
     with archive.connection() as conn:

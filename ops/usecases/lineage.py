@@ -40,7 +40,7 @@ from projections.archive import EventArchive
 from projections.policy_store import PolicyStore
 from projections.shadow import OUTCOMES
 
-TRANSITION_TYPES = ("promotion.step_changed", "promotion.rolled_back")
+TRANSITION_TYPES = ("promotion.step_changed", "promotion.rolled_back", "promotion.refreshed")
 
 
 def norm(version: str) -> str:
@@ -83,6 +83,12 @@ def transitions(archive: EventArchive, agent_id: str,
 def _role(version: str, t: dict[str, Any]) -> str | None:
     """What transition ``t`` did for ``version`` (None: nothing)."""
     p = t["payload"]
+    if t["type"] == "promotion.refreshed":
+        if same_version(p.get("champion"), version) or same_version(p.get("challenger"), version):
+            return "snapshotted from its shadow copy (refresh)"
+        if any(same_version(old, version) for old in str(p.get("replaces", "")).split()):
+            return "replaced by a refreshed version"
+        return None
     if t["type"] == "promotion.rolled_back":
         if same_version(p.get("challenger"), version):
             return "rolled back (lost its traffic)"
@@ -107,6 +113,9 @@ def _creation(version: str, ts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The transition that took this version's snapshot (entering canary, or 100 %)."""
     for t in ts:
         p = t["payload"]
+        if t["type"] == "promotion.refreshed" and _role(version, t) == \
+                "snapshotted from its shadow copy (refresh)":
+            return t
         if t["type"] != "promotion.step_changed":
             continue
         if p.get("from_step") == 0 and same_version(p.get("challenger"), version):

@@ -110,16 +110,21 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
     """Crypto-shred a data subject, announce it, wait for the worker's forget report.
 
     Destroys every data-key version of ``subject_id`` (their personal fields
-    read ``[erased]`` everywhere from now on), emits ``subject.erased`` on the
-    control topic (every partition), and waits up to ``wait_s`` for a worker
-    to record what each projection forgot (``forgot`` is ``None`` if none did:
-    the keys are destroyed all the same; a worker forgets when it catches up).
+    read ``[erased]`` everywhere from now on), appends the subject to the erased
+    list agent processes follow (:mod:`projections.erasures`), emits
+    ``subject.erased`` on the control topic (every partition), and waits up to
+    ``wait_s`` for a worker to record what each projection forgot (``forgot``
+    is ``None`` if none did: the keys are destroyed all the same; a worker
+    forgets when it catches up).
     Raises :class:`schemas.addresses.StackNotRunning` when no broker is known.
     """
     import asyncio
     import time
 
+    import redis
+
     from ops.usecases.common import redis_client
+    from projections.erasures import announce
     from schemas import encode, new_event
     from schemas.addresses import resolve
     from schemas.catalog import topic_name
@@ -131,12 +136,17 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
         versions = keys.erase(subject_id)
     finally:
         getattr(keys, "close", lambda: None)()
+    r = redis_client(addresses.redis_url)
+    try:  # agent processes drop their cached keys of the subject (agents.erasure)
+        announce(r, settings.topic_prefix, subject_id)
+        agents_told = True
+    except redis.RedisError:  # the workers append it too when they handle the event
+        agents_told = False
     event = new_event("subject.erased", {"reason": reason}, producer="operator",
                       subject_id=subject_id)
     copies = asyncio.run(send_to_every_partition(
         settings, addresses.kafka_bootstrap, topic_name(settings.topic_prefix, "control"),
         subject_id.encode(), encode(event)))
-    r = redis_client(addresses.redis_url)
     forgot = None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -148,7 +158,8 @@ def erase(settings: Any, subject_id: str, reason: str, wait_s: float = 30.0) -> 
             break
         time.sleep(0.2)
     return {"subject": subject_id, "key_versions_destroyed": versions,
-            "event": str(event.event_id), "partitions": copies, "forgot": forgot}
+            "event": str(event.event_id), "partitions": copies, "forgot": forgot,
+            "agents_notified": agents_told}
 
 
 def rotate_keys(settings: Any) -> dict[str, Any]:

@@ -160,6 +160,18 @@ def _tokens(title: str, description: str) -> tuple[str, ...]:
         + ["d:" + h for h in map(_hashed, _words(description[:DESCRIPTION_CHARS]))]))
 
 
+def clear_text_caches() -> None:
+    """Empty the tokenisation caches of this process (on a subject's erasure).
+
+    They are keyed by plaintext title and description, so they hold personal
+    text for as long as an entry lives; they cannot be searched by subject, so
+    an erasure empties them whole (they refill at the next events, ~µs each).
+    """
+    _hashed.cache_clear()
+    hashed_text.cache_clear()
+    _tokens.cache_clear()
+
+
 def tokens(x: dict[str, Any]) -> tuple[str, ...]:
     """Unique title (``t:``) and description (``d:``) tokens of a task, cached.
 
