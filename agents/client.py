@@ -325,7 +325,7 @@ class AgentClient:
         return Rejected(exc.reason.value, exc.message)
 
     def _submit_event(self, event: Envelope, data: bytes | None = None) -> None:
-        """Queue ``event`` (``data``: its plaintext encoding, when already made)."""
+        """Queue ``event``; ``data`` is its encoding when the caller already made it."""
         topic = self._topics[event.type]
         if self.protector is None or self._protect_now is None:
             self._submit(topic, data if data is not None else encode(event))
