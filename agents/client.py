@@ -67,7 +67,7 @@ class _Sealed:
 
     def __call__(self) -> bytes:
         try:
-            return encode(self.later.protect(self.event))
+            return encode(self.event, self.later.sealed_payload(self.event))
         except Exception as exc:  # e.g. the NER model failed: seal with the quick detector
             log.warning("sealing event %s with %s failed (%s); using the quick detector",
                         self.event.event_id, type(self.later.detector).__name__,
@@ -75,7 +75,7 @@ class _Sealed:
             return self.now()
 
     def now(self) -> bytes:
-        return encode(self.soon.protect(self.event))
+        return encode(self.event, self.soon.sealed_payload(self.event))
 
 
 def _withheld(event_type: str, payload: Any) -> Any:
@@ -277,18 +277,25 @@ class AgentClient:
         would keep named persons from getting their own key.
         """
         assert self._scrub is not None
-        scrubbed = self._scrub(event_type, payload)
-        if self.protector is None:
-            return scrubbed
-        paths = personal_paths(event_type, payload)
+        paths = personal_paths(event_type, payload) if self.protector is not None else []
         if not paths:
-            return scrubbed
-        out = dict(scrubbed)
-        for path in paths:
-            if len(path) == 1:
-                out[path[0]] = payload[path[0]]
-            else:
-                out[path[0]] = {**out[path[0]], path[1]: payload[path[0]][path[1]]}
+            return self._scrub(event_type, payload)
+        # The scrubber does not see the personal text at all: redacting text that is
+        # then put back would cost the caller's thread ~10 µs per decision for nothing.
+        fields = {p[0] for p in paths if len(p) == 1}
+        context_keys = {p[1] for p in paths if len(p) == 2}
+        stripped = {k: v for k, v in payload.items() if k not in fields}
+        if context_keys:
+            stripped["context"] = {k: v for k, v in payload["context"].items()
+                                   if k not in context_keys}
+        scrubbed = self._scrub(event_type, stripped)
+        out = {k: v if k in fields else scrubbed[k] for k, v in payload.items()
+               if k in fields or k in scrubbed}
+        if context_keys and isinstance(out.get("context"), Mapping):
+            opened = out["context"]
+            out["context"] = {k: v if k in context_keys else opened[k]
+                              for k, v in payload["context"].items()
+                              if k in context_keys or k in opened}
         return out
 
     def emit_event(self, event: Envelope) -> Envelope:

@@ -82,16 +82,19 @@ class Envelope:
     producer_epoch: int | None = None
     sequence: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs)."""
-        out = self._common()
+    def as_dict(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Wire-shaped plain dict (ids as strings, time as ISO-8601 UTC with µs).
+
+        ``payload``: a plain payload to write in place of the event's own.
+        """
+        out = self._common(payload)
         if self.sequence is not None:
             out["producer_id"] = self.producer_id
             out["producer_epoch"] = self.producer_epoch
             out["sequence"] = self.sequence
         return out
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "envelope_version": ENVELOPE_VERSION,
             "event_id": str(self.event_id),
@@ -104,7 +107,7 @@ class Envelope:
             "subject_id": self.subject_id,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
-            "payload": thaw(self.payload),
+            "payload": thaw(self.payload) if payload is None else payload,
         }
 
     @property
@@ -191,22 +194,20 @@ def new_event(
         subject_id=subject_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
-        **_identity({"producer_id": producer_id, "producer_epoch": producer_epoch,
-                     "sequence": sequence}),
+        **_identity(producer_id, producer_epoch, sequence),
     )
 
 
-def _identity(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _identity(pid: Any, epoch: Any, seq: Any) -> dict[str, Any]:
     """The producer identity fields, validated: all three or none."""
-    present = [name for name in _IDENTITY if raw.get(name) is not None]
-    if not present:
+    if pid is None and epoch is None and seq is None:
         return {}
-    if len(present) != len(_IDENTITY):
-        missing = ", ".join(n for n in _IDENTITY if n not in present)
+    if pid is None or epoch is None or seq is None:
+        present = {"producer_id": pid, "producer_epoch": epoch, "sequence": seq}
+        missing = ", ".join(n for n in _IDENTITY if present[n] is None)
         raise EventValidationError(
             ReasonCode.MISSING_FIELD, f"producer identity is incomplete: {missing} missing"
         )
-    pid, epoch, seq = (raw[name] for name in _IDENTITY)
     if not isinstance(pid, str) or not pid or len(pid) > 64:
         raise EventValidationError(ReasonCode.BAD_FIELD, "producer_id must be a string of 1-64")
     for name, value in (("producer_epoch", epoch), ("sequence", seq)):
@@ -217,9 +218,9 @@ def _identity(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {"producer_id": pid, "producer_epoch": epoch, "sequence": seq}
 
 
-def encode(event: Envelope) -> bytes:
-    """Serialise an envelope with orjson."""
-    return orjson.dumps(event.as_dict())
+def encode(event: Envelope, payload: dict[str, Any] | None = None) -> bytes:
+    """Serialise an envelope with orjson (``payload``: plain, written in place of its own)."""
+    return orjson.dumps(event.as_dict(payload))
 
 
 def _parse_time(value: Any) -> datetime:
@@ -301,7 +302,8 @@ def from_dict(raw: Any) -> Envelope:
         subject_id=_optional_str(raw, "subject_id"),
         correlation_id=_optional_str(raw, "correlation_id"),
         causation_id=_optional_str(raw, "causation_id"),
-        **(_identity(raw) if envelope_version > 1 else {}),
+        **(_identity(raw.get("producer_id"), raw.get("producer_epoch"), raw.get("sequence"))
+           if envelope_version > 1 else {}),
     )
 
 

@@ -149,16 +149,25 @@ class Protector:
 
     def protect(self, event: Envelope) -> Envelope:
         """The event with its personal text sealed (the same event if it has none)."""
+        payload = self.sealed_payload(event)
+        return event if payload is None else dataclasses.replace(event, payload=freeze(payload))
+
+    def sealed_payload(self, event: Envelope) -> dict[str, Any] | None:
+        """A plain copy of the payload with its personal text sealed; None if it has none.
+
+        ``encode(event, protector.sealed_payload(event))`` is ``encode(protect(event))``
+        without freezing the copy only to thaw it again (the SDK's producer thread).
+        """
         paths = personal_paths(event.type, event.payload)
         if not paths:
-            return event
+            return None
         payload = thaw(event.payload)
         subject, event_id = subject_of(event), str(event.event_id)
         for path in paths:
             holder = payload if len(path) == 1 else payload[path[0]]
             holder[path[-1]] = self._seal_text(holder[path[-1]], subject, event_id,
                                                ".".join(path))
-        return dataclasses.replace(event, payload=freeze(payload))
+        return payload  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -11,6 +11,13 @@
     resets               challengers reset on drift (last run)
     review_events_per_s  the same for ``code-reviewer`` on the shipped code changes
     review_models        its champion + challengers (``review_river_models`` of them River)
+    events_per_s_sealed  the task events with personal text sealed as the SDK seals it
+                         (pattern detector, per-subject keys in a file key store as the
+                         worker has them); the shadow opens it (``reveal_context``) for
+                         every prediction and every update
+    events_per_s_without_river  the task events with the first wave's challengers
+                         (no River model): what the River challenger costs
+    events_per_cpu_s_sealed, events_per_cpu_s_without_river  the same per CPU second
 
 Every issue of the shipped story-point data becomes a ``decision.requested``
 of ``task-estimator`` and, :data:`LAG` requests later, its ``task.completed``:
@@ -21,22 +28,31 @@ drift detection, exactly-once bookkeeping, output events). Target: >= 5 000/s.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ops.data import data_path
-from projections.agent_specs import DEFAULT_AGENTS
+from projections.agent_specs import DEFAULT_AGENTS, AgentSpec
 from projections.datasets import change_projects, iter_storypoints, read_changes
 from projections.learners import RiverLearner
 from projections.shadow import ShadowProjection
 from schemas import Envelope, new_event
+from schemas.cipher import FieldCipher
+from schemas.keystore_file import FileKeyStore
+from schemas.protect import Protector, detector_for
 
 AGENT = "task-estimator"
 REVIEWER = "code-reviewer"
 LAG = 50
 REVIEW_ROWS = 20_000  # changes (the first projects in name order), one request + one outcome
+#: the task challengers of the first wave, before a River model was one of them
+WITHOUT_RIVER = ("recency_median", "knn_median", "token_quantile")
+SUBJECTS = 500  # pseudonymous reporters the sealed requests are spread over
 
 
 def build_events(limit: int | None = None) -> list[Envelope]:
@@ -80,12 +96,19 @@ def build_review_events(limit: int = REVIEW_ROWS) -> list[Envelope]:
     return events
 
 
-def _rates(agent: str, events: list[Envelope], runs: int) -> tuple[list[float], list[float], int]:
+def seal(events: list[Envelope], protector: Protector) -> list[Envelope]:
+    """The events as the SDK sends them with privacy on: requests' free text sealed."""
+    return [protector.protect(dataclasses.replace(ev, subject_id=f"r-{i % SUBJECTS}"))
+            if ev.type == "decision.requested" else ev for i, ev in enumerate(events)]
+
+
+def _rates(agent: str, events: list[Envelope], runs: int, spec: AgentSpec | None = None,
+           cipher: FieldCipher | None = None) -> tuple[list[float], list[float], int]:
     """Wall-clock and CPU-time rates of ``runs`` replays, and the resets of the last."""
-    agents = {agent: DEFAULT_AGENTS[agent]}
+    agents = {agent: spec or DEFAULT_AGENTS[agent]}
     rates, cpu_rates, resets = [], [], 0
     for _ in range(runs):
-        sp = ShadowProjection(agents)
+        sp = ShadowProjection(agents, cipher=cipher)
         start, cpu = time.perf_counter(), time.process_time()
         for offset, ev in enumerate(events):
             sp.apply([("bench", 0, offset, ev)])
@@ -105,6 +128,14 @@ def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
     events = build_events(limit)
     rates, cpu_rates, resets = _rates(AGENT, events, runs)
     review_rates, _, _ = _rates(REVIEWER, build_review_events(limit or REVIEW_ROWS), runs)
+    with tempfile.TemporaryDirectory(prefix="selflearn-bench-keys-") as tmp:
+        keys = FileKeyStore(Path(tmp) / "keys", kek_path=Path(tmp) / "kek")
+        protector = Protector(keys, detector_for("pattern"))
+        sealed_rates, sealed_cpu, _ = _rates(AGENT, seal(events, protector), runs,
+                                             cipher=protector.cipher)
+        keys.close()
+    first_wave = dataclasses.replace(DEFAULT_AGENTS[AGENT], challengers=WITHOUT_RIVER)
+    plain_rates, plain_cpu, _ = _rates(AGENT, events, runs, spec=first_wave)
     return {
         "events_per_s": round(statistics.median(rates)),
         "events_per_cpu_s": round(statistics.median(cpu_rates)),
@@ -116,6 +147,10 @@ def run(runs: int = 3, limit: int | None = None) -> dict[str, Any]:
         "review_events_per_s": round(statistics.median(review_rates)),
         "review_models": len(DEFAULT_AGENTS[REVIEWER].learners()),
         "review_river_models": _river(REVIEWER),
+        "events_per_s_sealed": round(statistics.median(sealed_rates)),
+        "events_per_s_without_river": round(statistics.median(plain_rates)),
+        "events_per_cpu_s_sealed": round(statistics.median(sealed_cpu)),
+        "events_per_cpu_s_without_river": round(statistics.median(plain_cpu)),
     }
 
 

@@ -143,19 +143,21 @@ def hashed_text(text: str) -> str:
     >>> hashed_text("Fix the NPE") == " ".join(_hashed(w) for w in ("fix", "the", "npe"))
     True
     """
-    return " ".join(_hashed(w) for w in _WORD.findall(text.lower()))
+    return " ".join(map(_hashed, _WORD.findall(text.lower())))
+
+
+def _words(text: str) -> list[str]:
+    """Distinct words of ``text`` that are not stop words, in first-seen order."""
+    return [w for w in dict.fromkeys(_WORD.findall(text.lower())) if w not in _STOP]
 
 
 @lru_cache(maxsize=8192)
 def _tokens(title: str, description: str) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(title.lower()):
-        if word not in _STOP:
-            seen["t:" + _hashed(word)] = None
-    for word in _WORD.findall(description[:DESCRIPTION_CHARS].lower()):
-        if word not in _STOP:
-            seen["d:" + _hashed(word)] = None
-    return tuple(seen)
+    # Words are de-duplicated before hashing (a description repeats its words),
+    # then tokens, in case two words share a digest.
+    return tuple(dict.fromkeys(
+        ["t:" + h for h in map(_hashed, _words(title))]
+        + ["d:" + h for h in map(_hashed, _words(description[:DESCRIPTION_CHARS]))]))
 
 
 def clear_text_caches() -> None:
