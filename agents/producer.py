@@ -196,8 +196,11 @@ class BackgroundProducer:
             if len(self._queue) < self._queue_size:
                 self._queue.append((seq, topic, key, value))
                 return
-        data = value if isinstance(value, bytes) else value.now()
-        self._outbox.put_many([(seq, topic, key, data)])
+            # Under the lock: the thread must not open the direct path between
+            # "the deque is full" and this row reaching the outbox, or a later
+            # event could overtake it.
+            data = value if isinstance(value, bytes) else value.now()
+            self._outbox.put_many([(seq, topic, key, data)])
         self.stats.spilled += 1
 
     def _produce(self, row: Row) -> None:
@@ -366,6 +369,15 @@ class BackgroundProducer:
         assert self._producer is not None
         self._spill()  # keep order: everything queued now goes behind what is waiting
         rows = self._outbox.peek(BATCH)
+        # Between the spill and the peek the caller may have filled the deque
+        # again and put the next event straight into the outbox: that one must
+        # wait for the deque's older events (sent after the next spill).
+        with self._lock:
+            oldest_queued = self._queue[0][0] if self._queue else None
+        if oldest_queued is not None:
+            rows = [row for row in rows if row[0] < oldest_queued]
+        if not rows:
+            return True
         self._send_rows(rows)
         deadline = time.monotonic() + 2 * self._timeout_ms / 1000 + PROBE_TIMEOUT_S
         while len(self._producer) and not self._failed and time.monotonic() < deadline:
@@ -400,7 +412,7 @@ class BackgroundProducer:
                     self._taking = 0
             elif ok:
                 with self._lock:
-                    self._direct = not self._queue and not self._taking
+                    self._direct = not self._queue and not self._taking and not len(self._outbox)
             if not ok:
                 self._give_up_connection()
                 time.sleep(RETRY_S)
