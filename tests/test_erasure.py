@@ -278,7 +278,8 @@ def test_erased_subject_is_unreadable_everywhere_others_decrypt_learning_goes_on
     cipher = FieldCipher(keys)
     by_subject: dict[str, list[dict[str, object]]] = {}
     hot = _archived_events(stack.database_url, agent, s.topic_prefix)
-    assert len(cold) == len(hot)
+    # The worker may archive a late decision after the cold files were written.
+    assert cold and {ev.event_id for ev in cold} <= {ev.event_id for ev in hot}
     for ev in [*hot, *cold]:
         if ev.type not in ("task.estimated", "decision.requested"):
             continue
