@@ -167,6 +167,9 @@ class BatchIntake(ConsumerRebalanceListener):
                 with contextlib.suppress(KafkaError):
                     expected = await consumer.committed(tp)
             if expected is not None and messages[0].offset > expected:
+                if tp not in self._jumps:
+                    log.info("%s-%d: batch starts at %d, expected %d; reading it again",
+                             tp.topic, tp.partition, messages[0].offset, expected)
                 since = self._jumps.setdefault(tp, now)
                 if now - since < JUMP_WAIT_S:
                     consumer.seek(tp, expected)
