@@ -67,9 +67,14 @@ def blocked_at(database_url: str, table: str, timeout: float = 30.0) -> Iterator
     learning applied, the archive not yet); ``projection_checkpoints`` stops
     it in the middle of a learning checkpoint. The lock is released on exit.
     """
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as probe:
+        # A worker makes its tables when it first needs them (a loaded machine: seconds).
+        while probe.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:  # type: ignore[index]
+            assert time.monotonic() < deadline, f"no worker created {table}"
+            time.sleep(0.05)
     with psycopg.connect(database_url) as conn:
         conn.execute(f"LOCK TABLE {table} IN SHARE MODE")  # blocks INSERT / UPDATE, not reads
-        deadline = time.monotonic() + timeout
         with psycopg.connect(database_url, autocommit=True) as watch:
             while not watch.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
