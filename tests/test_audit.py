@@ -31,6 +31,7 @@ from ops.usecases.audit import audit_decision, audit_sample
 from ops.usecases.lineage import registry_run
 from projections.archive import EventArchive
 from projections.datasets import iter_storypoints
+from projections.feature_store import feature_key
 from projections.policy_store import PolicyStore
 from projections.registry import ModelRegistry
 from schemas import decode
@@ -114,7 +115,17 @@ def test_every_decision_recomputes_bit_for_bit_and_tampering_is_caught(
             and time.monotonic() < deadline:  # type: ignore[union-attr]
         time.sleep(0.1)
     served: dict[str, int] = {}
-    for row in serve:
+    for i, row in enumerate(serve):
+        if i == 20:
+            # The features of the outcomes so far, before going on: a worker busy
+            # with other tests must not leave every decision without them (the
+            # digests below must cover feature values too).
+            assert client.flush(60)
+            deadline = time.monotonic() + 90
+            while not r.exists(feature_key(prefix, f"agent:{agent}")):
+                assert time.monotonic() < deadline, "the worker computed no features"
+                time.sleep(0.2)
+            assert client.engine is not None and client.engine.refresh()
         ctx = {"task_id": row.issuekey, "project": row.project, "title": row.title,
                "description": row.description[:600]}
         d = client.decide(ctx)
