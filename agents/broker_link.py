@@ -144,14 +144,14 @@ class TopicWatch:
                    if t not in cluster.topics or cluster.topics[t].error is not None}
         if missing:
             log.warning("broker %s lost %d topics (restarted?); re-creating them and "
-                        "re-sending the last %.0f s", self._bootstrap, len(missing),
-                        self._window_s)
+                        "re-sending what no worker has committed (at least the last %.0f s)",
+                        self._bootstrap, len(missing), self._window_s)
             return True
         renewed = self.renewed()
         if renewed:
             log.warning("broker %s has new incarnations of %d topics (restarted?); "
-                        "re-sending the last %.0f s", self._bootstrap, len(renewed),
-                        self._window_s)
+                        "re-sending what no worker has committed (at least the last %.0f s)",
+                        self._bootstrap, len(renewed), self._window_s)
         return bool(renewed)
 
     def close(self) -> None:
