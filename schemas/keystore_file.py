@@ -133,7 +133,8 @@ class FileKeyStore(KeyStore):
         db = self.folder / "deks.sqlite"
         if not db.exists():
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+        # Rotation re-wraps every key in one transaction: other processes wait for it.
+        self._db = sqlite3.connect(db, timeout=120, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         self._cache: dict[tuple[str, int], bytes] = {}
         self._current: dict[str, int] = {}
