@@ -10,9 +10,9 @@ loses events that no projection ever saw (``bench soak`` measured thousands).
 So an event is kept for at least ``window_s`` and then **until the workers'
 consumer group has committed past its offset** — a commit means every
 projection applied it (docs/exactly-once.md, rule 4), and nothing a broker
-forgets afterwards matters. ``max_events`` bounds the memory; an event dropped
-by the bound before it was committed is counted (``dropped_uncommitted``) and
-logged, never silently.
+forgets afterwards matters. ``max_events`` bounds the memory; events evicted by
+the bound (perhaps before a worker committed them) are counted (``evicted``)
+and logged, never silently.
 
 >>> kept = AckedEvents(window_s=0.0, max_events=10)
 >>> kept.add("t", 0, 5, (1, "t", b"k", b"v"), now=0.0)
@@ -51,7 +51,7 @@ class AckedEvents:
     def __init__(self, window_s: float, max_events: int) -> None:
         self.window_s = window_s
         self.max_events = max_events
-        self.dropped_uncommitted = 0
+        self.evicted = 0
         self._events: deque[Acked] = deque()
 
     def __len__(self) -> int:
@@ -61,11 +61,11 @@ class AckedEvents:
         self._events.append(Acked(now, topic, partition, offset, row))
         if len(self._events) > self.max_events:
             self._events.popleft()
-            self.dropped_uncommitted += 1
-            if self.dropped_uncommitted in (1, 1_000) or self.dropped_uncommitted % 100_000 == 0:
-                log.warning("%d acknowledged events left the re-send memory before a worker "
-                            "committed them (bound %d): a broker restart now would lose them",
-                            self.dropped_uncommitted, self.max_events)
+            self.evicted += 1
+            if self.evicted in (1, 1_000) or self.evicted % 100_000 == 0:
+                log.warning("%d acknowledged events left the re-send memory by its bound (%d): "
+                            "a broker restart now loses those no worker had committed yet",
+                            self.evicted, self.max_events)
 
     def trim(self, now: float, committed: Committed | None) -> None:
         """Forget events older than the window that the group has committed past.
