@@ -46,19 +46,27 @@ class Acked(NamedTuple):
 
 
 class AckedEvents:
-    """Acknowledged events in delivery order, kept until committed (see module doc)."""
+    """Acknowledged events in delivery order, kept until committed (see module doc).
+
+    Trimming pops from the oldest end only, so its cost is the events it
+    forgets, not the events it keeps (it runs on the producer thread, holding
+    the GIL the caller's ``emit`` needs). An old event behind one the group has
+    not committed yet waits for it: kept a little longer, never dropped early.
+    """
 
     def __init__(self, window_s: float, max_events: int) -> None:
         self.window_s = window_s
         self.max_events = max_events
         self.evicted = 0
         self._events: deque[Acked] = deque()
+        self._partitions: set[tuple[str, int]] = set()
 
     def __len__(self) -> int:
         return len(self._events)
 
     def add(self, topic: str, partition: int, offset: int, row: Row, now: float) -> None:
         self._events.append(Acked(now, topic, partition, offset, row))
+        self._partitions.add((topic, partition))
         if len(self._events) > self.max_events:
             self._events.popleft()
             self.evicted += 1
@@ -68,7 +76,7 @@ class AckedEvents:
                             self.evicted, self.max_events)
 
     def trim(self, now: float, committed: Committed | None) -> None:
-        """Forget events older than the window that the group has committed past.
+        """Forget the oldest events that are past the window and committed by the group.
 
         Without ``committed`` (no group to ask) the window alone decides.
         """
@@ -76,17 +84,16 @@ class AckedEvents:
         events = self._events
         if not events or events[0].at >= horizon:
             return
-        if committed is None:
-            while events and events[0].at < horizon:
-                events.popleft()
-            return
-        old = {(e.topic, e.partition) for e in events if e.at < horizon}
-        done = committed(old)
-        self._events = deque(e for e in events
-                             if e.at >= horizon or e.offset >= done.get((e.topic, e.partition), -1))
+        done = committed(self._partitions) if committed is not None else None
+        while events and events[0].at < horizon:
+            head = events[0]
+            if done is not None and head.offset >= done.get((head.topic, head.partition), -1):
+                return
+            events.popleft()
 
     def take_all(self) -> list[Row]:
         """Every kept row, oldest first, and forget them (they are being sent again)."""
         rows = [e.row for e in self._events]
         self._events.clear()
+        self._partitions.clear()
         return rows

@@ -17,6 +17,7 @@ when the worker starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -100,6 +101,16 @@ def broker_url(settings: Settings) -> str:
         return "kafka://localhost:9092"
 
 
+def throughput_gc(gen0: int) -> None:
+    """Collect the young generation every ``gen0`` allocations (0: Python's default).
+
+    Also what ``bench learn`` runs with, so it measures the worker's setting.
+    """
+    if gen0 > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, gen2)
+
+
 class WorkerRuntime:
     """The worker's connections and intake, created by :meth:`start`."""
 
@@ -120,6 +131,7 @@ class WorkerRuntime:
         # yields the CPU to agents and the frame loop (the vision bench measures it).
         if s.worker_nice and hasattr(os, "nice"):
             os.nice(s.worker_nice)
+        throughput_gc(s.worker_gc_gen0)
         pipeline, self.archive = build_pipeline(s, addresses, self.sensor)
         await self._ensure_schema(self.archive)
         if s.intake == "batch":
