@@ -40,7 +40,9 @@ starts. The steps run one after another, never side by side:
   events already wait, applies them to the agent features in Redis (with
   de-duplication, windows, archive and learning, as always). Progress is the
   sum of the agents' feature versions (as ``bench pipeline`` reads it),
-  sampled every 10 ms.
+  sampled every 10 ms; as there, the clock stops when the last event's
+  features are in Redis (a batch's memory, learning and archive follow its
+  features).
 - ``faust_stream_per_s``: the same with ``SELFLEARN_INTAKE=stream`` (Faust's
   own agent path) on prefix B.
 
@@ -85,7 +87,7 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-N = 40_000
+N = 80_000
 WARMUP = 800  # SDK events before its clock starts: connections, metadata, caches
 QUIX_VERSION = "3.28.1"
 VENV = "bench-compare-venv"
