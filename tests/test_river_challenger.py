@@ -16,8 +16,13 @@ import pytest
 import redis
 
 from agents.decision import DecisionEngine, inputs_digest, new_learner
+from ops.data import data_path
+from ops.demo.data_agents import review_schedule
+from ops.demo.pipeline_eval import Replay
+from ops.usecases.served import replay_served
 from projections.agent_specs import configured_agents
 from projections.checkpoints import CheckpointStore
+from projections.datasets import read_changes
 from projections.learning import LearningRuntime
 from projections.policy_store import PolicyStore
 from schemas import new_event
@@ -26,6 +31,9 @@ from schemas.settings import Settings
 
 AGENT = "task-estimator"
 SPEC = "river.feature_extraction.BagOfWords(on='title')|linear_model.LinearRegression"
+#: the line the README's demo runs the code reviewer with (docs/river.md, "In the demo")
+DEMO_SPEC = ("river.selflearn.JitLogScaler|selflearn.OffsetLogisticRegression(offset_weight=0.7,"
+             " intercept_init=-2.0, optimizer=optim.SGD(0.0), intercept_lr=0.003)")
 POINTS = {"typo": 1.0, "endpoint": 5.0, "rewrite": 13.0}  # the title's first word decides
 
 
@@ -108,3 +116,29 @@ def test_a_river_challenger_in_one_line_goes_to_champion_and_survives_restart_an
     assert d2.model_version.startswith(SPEC)
     assert back.shadow.model_snapshot(AGENT, SPEC) != river
     engine.close()
+
+
+def test_the_demos_one_line_river_challenger_becomes_the_code_reviewers_champion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's schedule (LUCENE, outcomes as the demo's review agent delivers them)
+    through the worker's shard and the agent's engine, in-process: the River pipeline
+    passes every canary step against the size rule and serves as champion."""
+    monkeypatch.setenv("SELFLEARN_CHALLENGERS", json.dumps({"code-reviewer": [DEMO_SPEC]}))
+    spec = configured_agents(Settings().challengers)["code-reviewer"]
+    assert (spec.champion, spec.challengers) == ("size_heuristic", (DEMO_SPEC,))
+    replay = Replay("code-reviewer")
+    for event in review_schedule(read_changes(data_path("changes"), "LUCENE")[:2400]):
+        if isinstance(event, tuple):
+            cid, project, ok = event
+            replay.events.append(("review.completed", {
+                "change_id": cid, "project": project, "passed_first_try": ok}))
+        else:
+            replay.request("review_risk", f"r{len(replay.scored)}",
+                           {"change_id": event.transactionid, **event.x}, score=True)
+    run = replay_served(replay, spec)
+    steps = [(t["canary_percent"], t["champion"].rsplit(":", 1)[0])
+             for t in run.transitions if t["type"] == "promotion.step_changed"]
+    assert steps == [(5, "size_heuristic"), (25, "size_heuristic"), (50, "size_heuristic"),
+                     (0, DEMO_SPEC)]
+    assert not [t for t in run.transitions if t["type"] == "promotion.rolled_back"]
+    assert run.arms[-1].startswith(f"champion {DEMO_SPEC}:")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agents.client import AgentClient
 from ops.data import data_path
-from projections.datasets import read_changes, read_storypoints
+from projections.datasets import ChangeRow, read_changes, read_storypoints
 
 COMPLETION_LAG = 10  # a task's actual effort is known ten tasks later
 CLEAN_AFTER_DAYS = 365  # a change with no fix by then passed on the first try
@@ -110,25 +110,26 @@ def _complete(client: AgentClient, ctx: dict[str, object], actual: float, estima
     progress.abs_error += abs(estimate - actual)
 
 
-def run_review_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
-                     stop: threading.Event) -> None:
-    """Score each change's risk, request the review, deliver the outcome late."""
-    changes = [c for p in plan.projects for c in read_changes(data_path("changes"), p)]
-    progress.total = len(changes)
+Outcome = tuple[str, str, bool]  # (change id, project, passed on the first try)
+
+
+def review_schedule(changes: list[ChangeRow]) -> Iterator[ChangeRow | Outcome]:
+    """The review agent's events in order: each change, then the outcomes due by then.
+
+    A change's outcome is due ``min(days to its fix, CLEAN_AFTER_DAYS) /
+    DAYS_PER_CHANGE`` changes later: defect-introducing changes whose fix
+    lands early are reported first, clean passes a year (1 460 changes) later.
+    Pure, so a test can replay the demo's schedule in-process.
+
+    >>> from datetime import datetime as dt
+    >>> rows = [ChangeRow("p", f"c{i}", dt(2020, 1, 1), {}, 0, None) for i in range(1461)]
+    >>> events = list(review_schedule(rows))
+    >>> len(events), events[-1]
+    (1462, ('c0', 'p', True))
+    """
     due: list[tuple[float, int, str, str, bool]] = []  # (known at step, seq, id, project, ok)
-    pace = _Pace(plan.rate_per_s)
     for step, change in enumerate(changes):
-        if stop.is_set():
-            break
-        pace.wait()
-        ctx = {"change_id": change.transactionid, **change.x}
-        subject = reporter("change", change.project, change.transactionid)
-        decision = client.decide(ctx, subject_id=subject)
-        progress.decisions += 1
-        progress.policies[decision.policy] = progress.policies.get(decision.policy, 0) + 1
-        client.emit("review.requested", {"change_id": change.transactionid,
-                                         "project": change.project, "metrics": change.metrics},
-                    subject_id=subject)
+        yield change
         days = float(CLEAN_AFTER_DAYS)
         if change.bug and change.fixed_at is not None:
             days = min(days, max(0.0, (change.fixed_at - change.date).days))
@@ -136,9 +137,33 @@ def run_review_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
                              change.project, not change.bug))
         while due and due[0][0] <= step:
             _, _, cid, project, ok = heapq.heappop(due)
+            yield cid, project, ok
+
+
+def run_review_agent(client: AgentClient, plan: AgentPlan, progress: Progress,
+                     stop: threading.Event) -> None:
+    """Score each change's risk, request the review, deliver the outcome late."""
+    changes = [c for p in plan.projects for c in read_changes(data_path("changes"), p)]
+    progress.total = len(changes)
+    pace = _Pace(plan.rate_per_s)
+    for event in review_schedule(changes):
+        if isinstance(event, tuple):
+            cid, project, ok = event
             client.emit("review.completed", {"change_id": cid, "project": project,
                                              "passed_first_try": ok})
             progress.outcomes += 1
+            continue
+        if stop.is_set():
+            break
+        pace.wait()
+        ctx = {"change_id": event.transactionid, **event.x}
+        subject = reporter("change", event.project, event.transactionid)
+        decision = client.decide(ctx, subject_id=subject)
+        progress.decisions += 1
+        progress.policies[decision.policy] = progress.policies.get(decision.policy, 0) + 1
+        client.emit("review.requested", {"change_id": event.transactionid,
+                                         "project": event.project, "metrics": event.metrics},
+                    subject_id=subject)
 
 
 class _Pace:
