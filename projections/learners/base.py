@@ -151,13 +151,34 @@ def _words(text: str) -> list[str]:
     return [w for w in dict.fromkeys(_WORD.findall(text.lower())) if w not in _STOP]
 
 
+# word -> its token ("t:"/"d:" + digest). Plain dictionaries, read far more
+# than written: an LRU cache's bookkeeping on every hit (and the string built
+# from the digest each time) made the learn loop ~10 % slower than the first
+# wave's plain words. Emptied whole when full, and on an erasure.
+_TITLE_TOKENS: dict[str, str] = {}
+_DESCRIPTION_TOKENS: dict[str, str] = {}
+_TOKEN_CACHE_MAX = 65536
+
+
+def _new_token(cache: dict[str, str], prefix: str, word: str) -> str:
+    if len(cache) >= _TOKEN_CACHE_MAX:
+        cache.clear()
+    token = cache[word] = prefix + _hashed(word)
+    return token
+
+
 @lru_cache(maxsize=8192)
 def _tokens(title: str, description: str) -> tuple[str, ...]:
     # Words are de-duplicated before hashing (a description repeats its words),
     # then tokens, in case two words share a digest.
-    return tuple(dict.fromkeys(
-        ["t:" + h for h in map(_hashed, _words(title))]
-        + ["d:" + h for h in map(_hashed, _words(description[:DESCRIPTION_CHARS]))]))
+    seen: dict[str, None] = {}
+    for words, cache, prefix in ((_words(title), _TITLE_TOKENS, "t:"),
+                                 (_words(description[:DESCRIPTION_CHARS]),
+                                  _DESCRIPTION_TOKENS, "d:")):
+        get = cache.get
+        for word in words:
+            seen[get(word) or _new_token(cache, prefix, word)] = None
+    return tuple(seen)
 
 
 def clear_text_caches() -> None:
@@ -170,6 +191,8 @@ def clear_text_caches() -> None:
     _hashed.cache_clear()
     hashed_text.cache_clear()
     _tokens.cache_clear()
+    _TITLE_TOKENS.clear()
+    _DESCRIPTION_TOKENS.clear()
 
 
 def tokens(x: dict[str, Any]) -> tuple[str, ...]:
