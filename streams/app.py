@@ -22,17 +22,19 @@ watermarks and a batch is acknowledged only once a learning checkpoint covers it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
+from schemas.addresses import StackNotRunning, resolve
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.settings import Settings
 from streams.pipeline import Publish
 from streams.stream_intake import StreamIntake
-from streams.worker import WorkerRuntime, broker_url
+from streams.worker import WorkerRuntime, broker_url, wait_for_broker
 
 log = logging.getLogger(__name__)
 settings = Settings()
@@ -48,6 +50,18 @@ app = faust.App(
     stream_buffer_maxsize=settings.worker_batch * 4, web_enabled=False,
     datadir=str(settings.data_dir / "faust"), broker_credentials=settings.kafka_ssl_context(),
 )
+
+
+@app.on_worker_init.connect
+def _broker_first(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+    """Before Faust starts its producer: wait for the broker (streams.worker.wait_for_broker).
+
+    Only for a broker that is configured (or in ``stack.json``): with none,
+    the worker fails at once, naming what is missing.
+    """
+    with contextlib.suppress(StackNotRunning):
+        wait_for_broker(f"kafka://{resolve(settings).kafka_bootstrap}")
+
 
 # -- topics -------------------------------------------------------------------
 sources = app.topic(*(topic_name(prefix, s) for s in STREAMS), value_serializer="raw")

@@ -17,9 +17,12 @@ when the worker starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -99,6 +102,37 @@ def broker_url(settings: Settings) -> str:
         return f"kafka://{resolve(settings).kafka_bootstrap}"
     except StackNotRunning:
         return "kafka://localhost:9092"
+
+
+BROKER_WAIT_S = 120.0
+
+
+def wait_for_broker(url: str, timeout: float = BROKER_WAIT_S) -> bool:
+    """Wait until a broker address of ``url`` accepts connections; False after ``timeout``.
+
+    Faust's producer tries its bootstrap servers once when the worker starts
+    and the worker exits if none answers, so a worker started beside a broker
+    that is still coming up (a restart, a deployment starting both at once)
+    would be gone. It waits here first, before Faust starts anything.
+
+    >>> wait_for_broker("kafka://127.0.0.1:1", timeout=0.0)
+    False
+    """
+    addresses = [a.strip() for a in url.removeprefix("kafka://").replace(";", ",").split(",")]
+    deadline = time.monotonic() + timeout
+    logged = False
+    while True:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            with contextlib.suppress(OSError, ValueError), \
+                    socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        if not logged:
+            log.warning("waiting up to %.0f s for the broker at %s", timeout, url)
+            logged = True
+        time.sleep(0.5)
 
 
 def throughput_gc(gen0: int) -> None:
