@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import heapq
 import math
+from itertools import chain
 from typing import Any, ClassVar
+
+import numpy as np
 
 from projections.learners.base import (
     StateLearner,
@@ -60,26 +62,41 @@ class KnnMedian(StateLearner):
         self.scale: dict[str, float] = {}
 
     def _neighbours(self, project: str, toks: tuple[str, ...]) -> list[tuple[float, int]]:
-        """Top-k (similarity, offset in the ring) of the indexed issues."""
+        """Top-k (similarity, offset in the ring) of the indexed issues, best first.
+
+        Scores are summed in numpy (``bincount`` adds each issue's idf weights
+        in token order, as a Python loop would, so the sums are bit-identical
+        and recorded decisions audit exactly); ties rank the newer issue first.
+        """
         postings = self.postings[project]
         inv = self.inv[project]
-        first = self.first[project]
         n = len(inv)
         limit = max(5.0, self.max_df * n)
-        scores: dict[int, float] = {}
-        get = scores.get
+        lists: list[list[int]] = []
+        idfs: list[float] = []
+        sizes: list[int] = []
         for tok in toks:
             ids = postings.get(tok)
             if not ids or len(ids) > limit:
                 continue
-            idf = math.log((n + 1.0) / len(ids))
-            for i in ids:
-                scores[i] = get(i, 0.0) + idf
-        if not scores:
+            lists.append(ids)
+            sizes.append(len(ids))
+            idfs.append(math.log((n + 1.0) / len(ids)))
+        if not lists:
             return []
-        best = heapq.nlargest(self.k, ((s * inv[i - first], i - first) for i, s in scores.items()))
+        offsets = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
+        offsets -= self.first[project]
+        summed = np.bincount(offsets, weights=np.repeat(idfs, sizes), minlength=n)
+        found = np.flatnonzero(summed)  # every idf is > 0: a found issue scores > 0
+        scores = summed[found] * np.array(inv)[found]
+        if len(found) > self.k:
+            kth = scores[np.argpartition(scores, len(found) - self.k)[len(found) - self.k]]
+            keep = np.flatnonzero(scores >= kth)  # all issues tied with the k-th
+            scores, found = scores[keep], found[keep]
+        best = np.lexsort((found, scores))[::-1][: self.k]
         nq = 1.0 / math.sqrt(max(len(toks), 1))
-        return [(s * nq, off) for s, off in best]
+        return [(s * nq, off) for s, off in zip(scores[best].tolist(), found[best].tolist(),
+                                                strict=True)]
 
     def predict_one(self, x: dict[str, Any]) -> float:
         project = project_of(x)
