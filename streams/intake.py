@@ -34,7 +34,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, refuse_auto_create
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class BatchIntake(ConsumerRebalanceListener):
                  batch: int = 5000, checkpoint_s: float = 2.0,
                  ssl_context: ssl.SSLContext | None = None,
                  session_timeout_ms: int = 10_000, partitions: int = 8,
-                 incarnations: TopicIncarnations | None = None) -> None:
+                 incarnations: TopicIncarnations | None = None,
+                 outputs: Sequence[str] = ()) -> None:
         self.pipeline = pipeline
         self.incarnations = incarnations
         self.topic_ids: dict[str, str | None] = {}  # the incarnation each topic is read in
@@ -71,6 +72,9 @@ class BatchIntake(ConsumerRebalanceListener):
             **({"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context else {}),
         )
         self.topics = list(topics)
+        # Topics the worker writes but does not read (dead letters): re-created with
+        # the others, since no client of the worker's creates a topic by naming it.
+        self.outputs = [t for t in outputs if t not in self.topics]
         self.partitions = partitions
         self._ssl = ssl_context
         self.consumer: AIOKafkaConsumer | None = None
@@ -110,14 +114,15 @@ class BatchIntake(ConsumerRebalanceListener):
         A worker started (or restarted) while the broker restarts must wait
         for it, not exit.
         """
+        refuse_auto_create()  # only ensure_topics makes topics (with our partition count)
         delay = 0.5
         while True:
             # Topics must exist before subscribing, with the same partition count each
             # (co-partitioning); the SDK creates them the same way.
             consumer: AIOKafkaConsumer | None = None
             try:
-                await ensure_topics(self._config["bootstrap_servers"], self.topics,
-                                    self.partitions, self._ssl)
+                await ensure_topics(self._config["bootstrap_servers"],
+                                    self.topics + self.outputs, self.partitions, self._ssl)
                 # Created here: aiokafka binds to the running loop (the Faust worker's).
                 consumer = AIOKafkaConsumer(**self._config)
                 consumer.subscribe(self.topics, listener=self)
@@ -163,9 +168,13 @@ class BatchIntake(ConsumerRebalanceListener):
         now = time.monotonic()
         for tp, messages in records.items():
             expected = self.done.get(tp)
-            if expected is None:  # first batch since the assignment: it starts at the commit
+            if expected is None:  # first batch since the assignment: it starts at the
+                # commit, or where the log starts when nothing was committed yet (a jump
+                # there lost a fresh partition's first events: 2 in a kill -9 run)
                 with contextlib.suppress(KafkaError):
                     expected = await consumer.committed(tp)
+                    if expected is None:
+                        expected = (await consumer.beginning_offsets([tp])).get(tp)
             if expected is not None and messages[0].offset > expected:
                 if tp not in self._jumps:
                     log.info("%s-%d: batch starts at %d, expected %d; reading it again",
@@ -191,12 +200,12 @@ class BatchIntake(ConsumerRebalanceListener):
         they already applied.
         """
         try:
-            missing = set(self.topics) - set(await consumer.topics())
+            missing = set(self.topics + self.outputs) - set(await consumer.topics())
             if missing:
                 log.warning("topics %s are gone (broker restarted?); re-creating them",
                             sorted(missing))
-                await ensure_topics(self._config["bootstrap_servers"], self.topics,
-                                    self.partitions, self._ssl)
+                await ensure_topics(self._config["bootstrap_servers"],
+                                    self.topics + self.outputs, self.partitions, self._ssl)
         except KafkaError as exc:
             log.warning("could not check topics (%s); will retry", exc)
 

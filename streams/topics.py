@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
+
+_NO_AUTO_CREATE = {"allow_auto_topic_creation": False}
 
 
 def kafka_tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -28,3 +32,28 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
             await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+def refuse_auto_create() -> None:
+    """Make this process's aiokafka clients ask for metadata with topic auto-creation off.
+
+    A broker creates a topic that a metadata request names when auto-creation
+    is on (Kafka's default, with ``num.partitions`` = 1; Tansu makes 4) and the
+    request allows it. librdkafka and the Java clients have a switch for it
+    (``allow.auto.create.topics``; the SDK sets it off); aiokafka has none and
+    always allows it. So after a broker restarted empty, the worker's consumer
+    refreshing its metadata re-created our topics with the broker's partition
+    count before ``ensure_topics`` could make them with ours, and every agent
+    whose key hashes differently modulo that count moved partition (its events
+    counted as sequence gaps in the new shard, and co-partitioning broke).
+    Topics are only ever made by :func:`ensure_topics`. The batch intake calls
+    this when it connects (it re-creates every topic the worker reads or writes
+    when the broker lost them); the SDK does not (it would change an agent's own
+    aiokafka clients), nor does the Faust stream intake, whose topics Faust's
+    clients still make by naming them.
+    """
+    import aiokafka.client
+
+    if getattr(aiokafka.client.MetadataRequest, "keywords", None) != _NO_AUTO_CREATE:
+        aiokafka.client.MetadataRequest = functools.partial(  # type: ignore[misc]
+            MetadataRequest, **_NO_AUTO_CREATE)

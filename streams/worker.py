@@ -41,7 +41,7 @@ from projections.policy_store import PolicyStore
 from projections.redis_client import redis_client
 from projections.registry import ModelRegistry
 from schemas.addresses import Addresses, StackNotRunning, resolve
-from schemas.catalog import STREAMS, intake_group, topic_name
+from schemas.catalog import DEAD_LETTER, STREAMS, intake_group, topic_name
 from schemas.cipher import FieldCipher
 from schemas.protect import key_store
 from schemas.settings import Settings
@@ -174,7 +174,8 @@ class WorkerRuntime:
                 intake_group(s.topic_prefix), pipeline, self.publish, batch=s.worker_batch,
                 checkpoint_s=s.checkpoint_s, ssl_context=s.kafka_ssl_context(),
                 session_timeout_ms=int(s.session_timeout * 1000), partitions=s.partitions,
-                incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)))
+                incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)),
+                outputs=[topic_name(s.topic_prefix, DEAD_LETTER)])
         else:
             self.intake = StreamIntake(pipeline, self.publish, batch=s.worker_batch,
                                        checkpoint_s=s.checkpoint_s)

@@ -6,13 +6,18 @@ must recognise the events by identity, not skip them by offset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from agents.client import AgentClient
 from schemas import Envelope
 from schemas.addresses import Addresses
+from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.settings import Settings
 from tests.reliability.harness import Lab, PrivateBroker, check
 
@@ -104,6 +109,39 @@ def test_broker_restarted_while_no_worker_had_read_loses_nothing(
         assert all(c.flush(90) for c in clients)
         verdict = check(lab, sent, timeout=180)
         assert verdict.clean(), verdict
+    finally:
+        lab.close()
+        if broker.proc is not None:
+            broker.kill()
+
+
+def test_topics_come_back_with_our_partition_count_after_an_empty_restart(
+    settings: Settings, stack: Addresses, tmp_path: Path
+) -> None:
+    """Only ``ensure_topics`` makes topics: no metadata refresh re-creates them.
+
+    The broker (Tansu, like Kafka) creates a topic a metadata request names,
+    with its own default partition count (4 here, ours is 8). The worker's
+    aiokafka consumer refreshes its metadata as soon as the broker is back;
+    had it been allowed to, our topics would come back with 4 partitions and
+    agents' events would move partition (murmur2 of the key modulo the count).
+    """
+    assert settings.partitions != 4, "the broker's default must differ from ours to tell"
+    lab, broker = _private_lab(settings, stack, tmp_path)
+    try:
+        lab.worker("w1")
+        ours = [topic_name(lab.prefix, s) for s in (*STREAMS, DEAD_LETTER)]
+        broker.kill()
+        broker.start()  # empty: every topic is gone
+        admin = AdminClient({"bootstrap.servers": broker.address})
+        counts: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(counts) < len(ours):
+            time.sleep(0.5)
+            with contextlib.suppress(KafkaException):
+                listed = admin.list_topics(timeout=5).topics
+                counts = {t: len(listed[t].partitions) for t in ours if t in listed}
+        assert counts == dict.fromkeys(ours, settings.partitions)
     finally:
         lab.close()
         if broker.proc is not None:
