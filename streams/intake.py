@@ -34,13 +34,12 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
-from streams.topics import ensure_topics, refuse_auto_create
+from streams.topics import TOPIC_PROBE_S, ensure_topics, refuse_auto_create
 
 log = logging.getLogger(__name__)
 
 Fetched = dict[TopicPartition, list[Any]]  # what getmany returns: records per partition
 JUMP_WAIT_S = 10.0  # how long a hole inside a partition is read again before it is accepted
-TOPIC_PROBE_S = 5.0  # how often the worker checks that its topics still exist
 
 
 class BatchIntake(ConsumerRebalanceListener):

@@ -10,20 +10,30 @@ the last checkpoint and the projections skip what they already applied.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
+from streams.topics import TOPIC_PROBE_S
+
+log = logging.getLogger(__name__)
 
 
 class StreamIntake:
     """Feeds a Faust stream through ``pipeline``; acknowledges after each checkpoint."""
 
     def __init__(self, pipeline: WorkerPipeline, publish: Callable[[Publish], Awaitable[None]],
-                 *, batch: int, checkpoint_s: float) -> None:
+                 *, batch: int, checkpoint_s: float,
+                 keep_topics: Callable[[], Awaitable[object]] | None = None) -> None:
         self.pipeline = pipeline
+        # Re-creates the worker's topics when the broker lost them (run every
+        # TOPIC_PROBE_S): Faust's clients may not create them by naming them.
+        self.keep_topics = keep_topics
         self.publish = publish
         self.batch = batch
         self.checkpoint_s = checkpoint_s
@@ -51,8 +61,15 @@ class StreamIntake:
 
     async def run(self) -> None:
         """Until the worker stops: acknowledge a quiet stream's last events too."""
+        probed = time.monotonic()
         while True:
-            await asyncio.sleep(self.checkpoint_s)
+            await asyncio.sleep(min(self.checkpoint_s, TOPIC_PROBE_S))
+            if self.keep_topics is not None and time.monotonic() - probed >= TOPIC_PROBE_S:
+                probed = time.monotonic()
+                try:
+                    await self.keep_topics()
+                except (KafkaError, OSError) as exc:
+                    log.warning("could not check topics (%s); will retry", exc)
             if self.stream is not None and self.held:
                 async with self.lock:
                     await self._release()

@@ -13,6 +13,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
 
 _NO_AUTO_CREATE = {"allow_auto_topic_creation": False}
+TOPIC_PROBE_S = 5.0  # how often the worker checks that its topics still exist
 
 
 def kafka_tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -34,6 +35,23 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
         await admin.close()
 
 
+async def recreate_lost(bootstrap: str, topics: Iterable[str], partitions: int,
+                        ssl_context: ssl.SSLContext | None = None) -> list[str]:
+    """Create those of ``topics`` the broker does not list (it restarted empty); returns them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
+                                **kafka_tls(ssl_context))
+    await admin.start()
+    try:
+        missing = sorted(set(topics) - set(await admin.list_topics()))
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(t, num_partitions=partitions,
+                                                    replication_factor=1) for t in missing])
+    finally:
+        await admin.close()
+    return missing
+
+
 def refuse_auto_create() -> None:
     """Make this process's aiokafka clients ask for metadata with topic auto-creation off.
 
@@ -46,11 +64,10 @@ def refuse_auto_create() -> None:
     count before ``ensure_topics`` could make them with ours, and every agent
     whose key hashes differently modulo that count moved partition (its events
     counted as sequence gaps in the new shard, and co-partitioning broke).
-    Topics are only ever made by :func:`ensure_topics`. The batch intake calls
-    this when it connects (it re-creates every topic the worker reads or writes
-    when the broker lost them); the SDK does not (it would change an agent's own
-    aiokafka clients), nor does the Faust stream intake, whose topics Faust's
-    clients still make by naming them.
+    Topics are only ever made by :func:`ensure_topics` or :func:`recreate_lost`.
+    The worker calls this when its intake starts (either intake re-creates every
+    topic the worker reads or writes once the broker lost them); the SDK does not
+    (it would change an agent's own aiokafka clients).
     """
     import aiokafka.client
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -50,6 +51,7 @@ from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
 from streams.stream_intake import StreamIntake
+from streams.topics import recreate_lost, refuse_auto_create
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +179,12 @@ class WorkerRuntime:
                 incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)),
                 outputs=[topic_name(s.topic_prefix, DEAD_LETTER)])
         else:
-            self.intake = StreamIntake(pipeline, self.publish, batch=s.worker_batch,
-                                       checkpoint_s=s.checkpoint_s)
+            refuse_auto_create()
+            topics = [topic_name(s.topic_prefix, t) for t in (*STREAMS, DEAD_LETTER)]
+            self.intake = StreamIntake(
+                pipeline, self.publish, batch=s.worker_batch, checkpoint_s=s.checkpoint_s,
+                keep_topics=functools.partial(recreate_lost, addresses.kafka_bootstrap, topics,
+                                              s.partitions, s.kafka_ssl_context()))
         self.started.set()
         return self.intake
 

@@ -11,6 +11,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -43,12 +44,19 @@ def _emit(clients: list[AgentClient], n: int, start: int) -> list[Envelope]:
     return sent
 
 
+STREAM_INTAKE_LOSES = pytest.mark.xfail(
+    strict=True, reason="known: the Faust stream intake reads a re-created topic on from its "
+    "old positions and loses what the new incarnation holds below them (docs/exactly-once.md)")
+
+
+@pytest.mark.parametrize("intake", ["batch", pytest.param(
+    "stream", marks=[pytest.mark.slow, STREAM_INTAKE_LOSES])])
 def test_broker_restarted_empty_after_a_quiet_period_loses_nothing(
-    settings: Settings, stack: Addresses, tmp_path: Path
+    settings: Settings, stack: Addresses, tmp_path: Path, intake: str
 ) -> None:
     lab, broker = _private_lab(settings, stack, tmp_path)
     try:
-        lab.worker("w1")
+        lab.worker("w1", SELFLEARN_INTAKE=intake)
         clients = [lab.client(a, resend_window_s=3.0) for a in AGENTS]
         sent = _emit(clients, 2000, 0)
         assert all(c.flush(60) for c in clients)
@@ -115,8 +123,9 @@ def test_broker_restarted_while_no_worker_had_read_loses_nothing(
             broker.kill()
 
 
+@pytest.mark.parametrize("intake", ["batch", "stream"])
 def test_topics_come_back_with_our_partition_count_after_an_empty_restart(
-    settings: Settings, stack: Addresses, tmp_path: Path
+    settings: Settings, stack: Addresses, tmp_path: Path, intake: str
 ) -> None:
     """Only ``ensure_topics`` makes topics: no metadata refresh re-creates them.
 
@@ -129,7 +138,7 @@ def test_topics_come_back_with_our_partition_count_after_an_empty_restart(
     assert settings.partitions != 4, "the broker's default must differ from ours to tell"
     lab, broker = _private_lab(settings, stack, tmp_path)
     try:
-        lab.worker("w1")
+        lab.worker("w1", SELFLEARN_INTAKE=intake)
         ours = [topic_name(lab.prefix, s) for s in (*STREAMS, DEAD_LETTER)]
         broker.kill()
         broker.start()  # empty: every topic is gone
