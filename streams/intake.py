@@ -34,7 +34,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
-from streams.topics import TOPIC_PROBE_S, ensure_topics, refuse_auto_create
+from streams.topics import TOPIC_PROBE_S, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ class BatchIntake(ConsumerRebalanceListener):
             **({"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context else {}),
         )
         self.topics = list(topics)
-        # Topics the worker writes but does not read (dead letters): re-created with
-        # the others, since no client of the worker's creates a topic by naming it.
-        self.outputs = [t for t in outputs if t not in self.topics]
+        # With the topics the worker writes but does not read (dead letters): all are
+        # re-created when lost, since no client of the worker's makes a topic by naming it.
+        self.owned = self.topics + [t for t in outputs if t not in self.topics]
         self.partitions = partitions
         self._ssl = ssl_context
         self.consumer: AIOKafkaConsumer | None = None
@@ -113,7 +113,6 @@ class BatchIntake(ConsumerRebalanceListener):
         A worker started (or restarted) while the broker restarts must wait
         for it, not exit.
         """
-        refuse_auto_create()  # only ensure_topics makes topics (with our partition count)
         delay = 0.5
         while True:
             # Topics must exist before subscribing, with the same partition count each
@@ -121,7 +120,7 @@ class BatchIntake(ConsumerRebalanceListener):
             consumer: AIOKafkaConsumer | None = None
             try:
                 await ensure_topics(self._config["bootstrap_servers"],
-                                    self.topics + self.outputs, self.partitions, self._ssl)
+                                    self.owned, self.partitions, self._ssl)
                 # Created here: aiokafka binds to the running loop (the Faust worker's).
                 consumer = AIOKafkaConsumer(**self._config)
                 consumer.subscribe(self.topics, listener=self)
@@ -199,12 +198,12 @@ class BatchIntake(ConsumerRebalanceListener):
         they already applied.
         """
         try:
-            missing = set(self.topics + self.outputs) - set(await consumer.topics())
+            missing = set(self.owned) - set(await consumer.topics())
             if missing:
                 log.warning("topics %s are gone (broker restarted?); re-creating them",
                             sorted(missing))
                 await ensure_topics(self._config["bootstrap_servers"],
-                                    self.topics + self.outputs, self.partitions, self._ssl)
+                                    self.owned, self.partitions, self._ssl)
         except KafkaError as exc:
             log.warning("could not check topics (%s); will retry", exc)
 

@@ -29,7 +29,7 @@ class StreamIntake:
 
     def __init__(self, pipeline: WorkerPipeline, publish: Callable[[Publish], Awaitable[None]],
                  *, batch: int, checkpoint_s: float,
-                 keep_topics: Callable[[], Awaitable[object]] | None = None) -> None:
+                 keep_topics: Callable[[], Awaitable[list[str]]] | None = None) -> None:
         self.pipeline = pipeline
         # Re-creates the worker's topics when the broker lost them (run every
         # TOPIC_PROBE_S): Faust's clients may not create them by naming them.
@@ -67,7 +67,9 @@ class StreamIntake:
             if self.keep_topics is not None and time.monotonic() - probed >= TOPIC_PROBE_S:
                 probed = time.monotonic()
                 try:
-                    await self.keep_topics()
+                    if made := await self.keep_topics():
+                        log.warning("topics %s were gone (broker restarted?); re-created them",
+                                    made)
                 except (KafkaError, OSError) as exc:
                     log.warning("could not check topics (%s); will retry", exc)
             if self.stream is not None and self.held:

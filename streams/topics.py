@@ -22,29 +22,18 @@ def kafka_tls(ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
-                        ssl_context: ssl.SSLContext | None = None) -> None:
-    """Create missing topics (``partitions`` each); existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
-                                **kafka_tls(ssl_context))
-    await admin.start()
-    try:
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
-async def recreate_lost(bootstrap: str, topics: Iterable[str], partitions: int,
                         ssl_context: ssl.SSLContext | None = None) -> list[str]:
-    """Create those of ``topics`` the broker does not list (it restarted empty); returns them."""
+    """Create those of ``topics`` the broker does not list (``partitions`` each); returns them.
+
+    Existing topics are left alone: at start, and when a broker restarted empty.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
                                 **kafka_tls(ssl_context))
     await admin.start()
     try:
         missing = sorted(set(topics) - set(await admin.list_topics()))
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
+            with contextlib.suppress(TopicAlreadyExistsError):  # made meanwhile by another
                 await admin.create_topics([NewTopic(t, num_partitions=partitions,
                                                     replication_factor=1) for t in missing])
     finally:
@@ -64,8 +53,8 @@ def refuse_auto_create() -> None:
     count before ``ensure_topics`` could make them with ours, and every agent
     whose key hashes differently modulo that count moved partition (its events
     counted as sequence gaps in the new shard, and co-partitioning broke).
-    Topics are only ever made by :func:`ensure_topics` or :func:`recreate_lost`.
-    The worker calls this when its intake starts (either intake re-creates every
+    Topics are only ever made by :func:`ensure_topics`. The worker calls this
+    when it starts (either intake re-creates every
     topic the worker reads or writes once the broker lost them); the SDK does not
     (it would change an agent's own aiokafka clients).
     """

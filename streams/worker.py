@@ -51,7 +51,7 @@ from streams.intake import BatchIntake
 from streams.pipeline import Publish, WorkerPipeline
 from streams.sensor import Sensor
 from streams.stream_intake import StreamIntake
-from streams.topics import recreate_lost, refuse_auto_create
+from streams.topics import ensure_topics, refuse_auto_create
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class WorkerRuntime:
             os.nice(s.worker_nice)
         throughput_gc(s.worker_gc_gen0)
         pipeline, self.archive = build_pipeline(s, addresses, self.sensor)
+        refuse_auto_create()  # from here on only ensure_topics makes topics (either intake)
         await self._ensure_schema(self.archive)
         if s.intake == "batch":
             self.intake = BatchIntake(
@@ -179,11 +180,10 @@ class WorkerRuntime:
                 incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)),
                 outputs=[topic_name(s.topic_prefix, DEAD_LETTER)])
         else:
-            refuse_auto_create()
             topics = [topic_name(s.topic_prefix, t) for t in (*STREAMS, DEAD_LETTER)]
             self.intake = StreamIntake(
                 pipeline, self.publish, batch=s.worker_batch, checkpoint_s=s.checkpoint_s,
-                keep_topics=functools.partial(recreate_lost, addresses.kafka_bootstrap, topics,
+                keep_topics=functools.partial(ensure_topics, addresses.kafka_bootstrap, topics,
                                               s.partitions, s.kafka_ssl_context()))
         self.started.set()
         return self.intake
