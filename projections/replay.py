@@ -33,6 +33,7 @@ from typing import Any
 from projections import archive_sql as q
 from projections.archive import EventArchive
 from projections.base import Sourced
+from projections.contiguous import ContiguousReads
 from projections.feature_store import OnlineFeatureStore
 from projections.features import deltas, reference, values
 from schemas import CATALOG, Envelope, EventValidationError, decode, from_dict
@@ -185,6 +186,7 @@ async def _consume(bootstrap: str, topics: Sequence[str], timeout: float) -> lis
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
         todo = {tp for tp in parts if ends[tp] > 0}
+        reads = ContiguousReads()  # an audit must not skip what the broker answered past
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         # Tansu reports a partition's end as the first offset of its last record
@@ -192,7 +194,8 @@ async def _consume(bootstrap: str, topics: Sequence[str], timeout: float) -> lis
         # until a fetch for that partition comes back empty.
         reached: set[Any] = set()
         while todo and loop.time() < deadline:
-            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
+            batch = await reads.keep(
+                consumer, await consumer.getmany(*todo, timeout_ms=500, max_records=10_000))
             for tp in list(todo):
                 messages = batch.get(tp, [])
                 out.extend(m.value for m in messages)

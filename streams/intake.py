@@ -18,7 +18,6 @@ agent's requests, outcomes and promotion events stay together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -31,6 +30,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from projections.contiguous import ContiguousReads, Fetched
 from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
@@ -38,8 +38,6 @@ from streams.topics import TOPIC_PROBE_S, ensure_topics
 
 log = logging.getLogger(__name__)
 
-Fetched = dict[TopicPartition, list[Any]]  # what getmany returns: records per partition
-JUMP_WAIT_S = 10.0  # how long a hole inside a partition is read again before it is accepted
 
 
 class BatchIntake(ConsumerRebalanceListener):
@@ -60,7 +58,7 @@ class BatchIntake(ConsumerRebalanceListener):
         self.checkpoint_s = checkpoint_s
         self.lock = asyncio.Lock()
         self.done: dict[TopicPartition, int] = {}  # next offset to read, processed so far
-        self._jumps: dict[TopicPartition, float] = {}  # partitions re-read since (monotonic)
+        self.reads = ContiguousReads(from_commit=True)  # no batch past a hole is applied
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=batch,
@@ -90,7 +88,7 @@ class BatchIntake(ConsumerRebalanceListener):
                     await self._recreate_lost_topics(consumer)
                 records = await consumer.getmany(timeout_ms=50, max_records=self.batch)
                 async with self.lock:
-                    records = await self._without_jumps(
+                    records = await self.reads.keep(
                         consumer, self._still_assigned(consumer, records))
                     raw: list[Raw] = [(tp.topic, tp.partition, m.offset, m.value)
                                       for tp, messages in records.items() for m in messages]
@@ -150,44 +148,6 @@ class BatchIntake(ConsumerRebalanceListener):
                      len(records) - len(kept))
         return kept
 
-    async def _without_jumps(self, consumer: AIOKafkaConsumer, records: Fetched) -> Fetched:
-        """Hold back a partition whose batch starts past the next offset: read it again.
-
-        Our topics are neither compacted nor transactional, so the records
-        after offset *n* start at *n*. The embedded broker (Tansu 0.6) can
-        answer a fetch at *n* with a later batch while the batch at *n* is
-        still being stored (concurrent producers; measured: a worker skipped
-        offsets 1806–1807 and went on at 1808). Those records would never be
-        applied, so the partition is sought back to *n* and read again; only
-        if the hole is still there after ``JUMP_WAIT_S`` is it accepted, with
-        a warning (a real Kafka may leave holes: transaction markers).
-        """
-        kept: Fetched = {}
-        now = time.monotonic()
-        for tp, messages in records.items():
-            expected = self.done.get(tp)
-            if expected is None:  # first batch since the assignment: it starts at the
-                # commit, or where the log starts when nothing was committed yet (a jump
-                # there lost a fresh partition's first events: 2 in a kill -9 run)
-                with contextlib.suppress(KafkaError):
-                    expected = await consumer.committed(tp)
-                    if expected is None:
-                        expected = (await consumer.beginning_offsets([tp])).get(tp)
-            if expected is not None and messages[0].offset > expected:
-                if tp not in self._jumps:
-                    log.info("%s-%d: batch starts at %d, expected %d; reading it again",
-                             tp.topic, tp.partition, messages[0].offset, expected)
-                since = self._jumps.setdefault(tp, now)
-                if now - since < JUMP_WAIT_S:
-                    consumer.seek(tp, expected)
-                    continue
-                log.warning("%s-%d: offsets %d..%d never appeared in %.0f s; going on",
-                            tp.topic, tp.partition, expected, messages[0].offset - 1,
-                            JUMP_WAIT_S)
-            self._jumps.pop(tp, None)
-            kept[tp] = messages
-        return kept
-
     async def _recreate_lost_topics(self, consumer: AIOKafkaConsumer) -> None:
         """A broker that restarted empty forgets our topics: create them again.
 
@@ -234,6 +194,7 @@ class BatchIntake(ConsumerRebalanceListener):
             stale = [tp for tp in self.consumer.assignment() if tp.topic in changed]
             for tp in stale:
                 self.done.pop(tp, None)
+            self.reads.forget(stale)
             if stale:
                 try:
                     await self.consumer.seek_to_beginning(*stale)
@@ -265,6 +226,7 @@ class BatchIntake(ConsumerRebalanceListener):
                 await self._checkpoint_and_commit(mine)
             for tp in revoked:
                 self.done.pop(tp, None)
+            self.reads.forget(revoked)
             self.pipeline.release({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -272,4 +234,5 @@ class BatchIntake(ConsumerRebalanceListener):
         async with self.lock:
             for tp in assigned:
                 self.done.pop(tp, None)
+            self.reads.forget(assigned)
         log.info("assigned %d partitions", len(assigned))

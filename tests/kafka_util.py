@@ -9,6 +9,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from projections.contiguous import ContiguousReads
+
 Record = tuple[int, int, bytes | None]  # (partition, offset, value)
 
 
@@ -20,11 +22,13 @@ async def _read(bootstrap: str, topic: str, until: Callable[[list[Record]], bool
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None, request_timeout_ms=5_000,
     )
+    reads = ContiguousReads()  # a test must not see the broker's fetch jumps as losses
     await consumer.start()
     try:
         while time.monotonic() < deadline and not until(got):
             try:
-                batch = await consumer.getmany(timeout_ms=300, max_records=5_000)
+                batch = await reads.keep(
+                    consumer, await consumer.getmany(timeout_ms=300, max_records=5_000))
             except KafkaError:
                 await asyncio.sleep(0.2)
                 continue

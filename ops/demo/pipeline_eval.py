@@ -185,6 +185,7 @@ async def _collect(bootstrap: str, topic: str, wanted: set[str], models: int,
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
+    from projections.contiguous import ContiguousReads
     from schemas import EventValidationError, decode
 
     got: dict[tuple[str, str], float] = {}
@@ -192,6 +193,7 @@ async def _collect(bootstrap: str, topic: str, wanted: set[str], models: int,
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=10_000)
+    reads = ContiguousReads()  # a prediction the broker answered past is read again
     await consumer.start()
     try:
         last_new = time.monotonic()
@@ -202,7 +204,8 @@ async def _collect(bootstrap: str, topic: str, wanted: set[str], models: int,
             if not alive():
                 raise PipelineEvalError(f"the worker died: {len(got)} of {need} predictions")
             try:
-                batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                batch = await reads.keep(
+                    consumer, await consumer.getmany(timeout_ms=500, max_records=20_000))
             except KafkaError:
                 await asyncio.sleep(0.2)
                 continue
