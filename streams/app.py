@@ -27,11 +27,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
-
 from schemas.addresses import StackNotRunning, resolve
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.settings import Settings
+from streams.faust_transport import SelflearnApp
 from streams.pipeline import Publish
 from streams.stream_intake import StreamIntake
 from streams.worker import WorkerRuntime, broker_url, wait_for_broker
@@ -41,7 +40,7 @@ settings = Settings()
 prefix = settings.topic_prefix
 
 # -- the app, tuned for the embedded broker (docs/broker.md): fast (re)joins ----
-app = faust.App(
+app = SelflearnApp(
     f"{prefix}-worker", broker=broker_url(settings),
     store="memory://", key_serializer="raw", value_serializer="raw",
     topic_partitions=settings.partitions, consumer_auto_offset_reset="earliest",

@@ -118,3 +118,23 @@ def test_a_group_member_resumes_at_its_commit_and_a_lasting_hole_is_accepted(
             await consumer.stop()
 
     asyncio.run(run())
+
+
+def test_the_faust_stream_intake_reads_through_the_same_rule() -> None:
+    """The worker's Faust app builds its consumer thread with a ContiguousReads of its own."""
+
+    async def run() -> None:
+        from streams.app import app
+        from streams.faust_transport import ContiguousConsumerThread
+
+        async def nothing(*_: Any) -> None:
+            return None
+
+        consumer = app.transport.create_consumer(callback=nothing,
+                                                 on_partitions_revoked=nothing,
+                                                 on_partitions_assigned=nothing)
+        thread = consumer._thread  # noqa: SLF001
+        assert isinstance(thread, ContiguousConsumerThread)
+        assert thread.reads.from_commit  # a group member resumes at its commit
+
+    asyncio.run(run())
