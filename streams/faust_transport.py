@@ -49,28 +49,8 @@ class ContiguousConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class ContiguousConsumer(faust_aiokafka.Consumer):
-    _thread: ContiguousConsumerThread
-
     def _new_consumer_thread(self) -> ContiguousConsumerThread:
         return ContiguousConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def read_again(self, partitions: set[TP]) -> None:
-        """Partitions of a re-created topic: read from offset 0, nothing from before counts.
-
-        Faust would read on from its old read offset, dropping what the new
-        incarnation holds below it, and commit acknowledgements made in the
-        old incarnation into the new one. What Faust clears for a revoked
-        partition (``faust.transport.consumer.Consumer.on_partitions_revoked``)
-        is cleared here, then the partition is sought to 0.
-        """
-        for tp in partitions:
-            self._acked.pop(tp, None)
-            self._acked_index.pop(tp, None)
-            self._gap.pop(tp, None)
-            self._committed_offset.pop(tp, None)
-        self._thread.reads.forget(partitions)
-        for tp in partitions:
-            await self.seek(tp, 0)
 
 
 class ContiguousTransport(faust_aiokafka.Transport):

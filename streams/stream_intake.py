@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
-from streams.incarnations import TopicIncarnations
 from streams.pipeline import Publish, WorkerPipeline
 from streams.processing import Raw
 from streams.topics import TOPIC_PROBE_S
@@ -30,17 +29,11 @@ class StreamIntake:
 
     def __init__(self, pipeline: WorkerPipeline, publish: Callable[[Publish], Awaitable[None]],
                  *, batch: int, checkpoint_s: float,
-                 keep_topics: Callable[[], Awaitable[list[str]]] | None = None,
-                 incarnations: TopicIncarnations | None = None,
-                 topics: Sequence[str] = ()) -> None:
+                 keep_topics: Callable[[], Awaitable[list[str]]] | None = None) -> None:
         self.pipeline = pipeline
         # Re-creates the worker's topics when the broker lost them (run every
         # TOPIC_PROBE_S): Faust's clients may not create them by naming them.
         self.keep_topics = keep_topics
-        # The incarnation (topic id) each of ``topics`` is read in, checked as often.
-        self.incarnations = incarnations
-        self.topics = list(topics)
-        self.topic_ids: dict[str, str] = {}
         self.publish = publish
         self.batch = batch
         self.checkpoint_s = checkpoint_s
@@ -48,7 +41,7 @@ class StreamIntake:
         self.lock = asyncio.Lock()
         self.last = time.monotonic()
         self.stream: Any = None
-        self.consumer: Any = None  # set by the app: Faust's (ContiguousConsumer)
+        self.consumer: Any = None  # set by the app: Faust's consumer
 
     async def process(self, stream: Any) -> None:
         """The agent body: every event once through the projections, in batches."""
@@ -67,56 +60,21 @@ class StreamIntake:
                     await self._release()
 
     async def run(self) -> None:
-        """Until the worker stops: acknowledge a quiet stream's last events too.
-
-        Every ``TOPIC_PROBE_S`` lost topics are re-created and re-created ones
-        read again (the first probe, at once, notes which incarnation is read).
-        """
-        probed = 0.0
+        """Until the worker stops: acknowledge a quiet stream's last events too."""
+        probed = time.monotonic()
         while True:
-            if time.monotonic() - probed >= TOPIC_PROBE_S:
-                probed = time.monotonic()
-                await self._probe_topics()
             await asyncio.sleep(min(self.checkpoint_s, TOPIC_PROBE_S))
+            if self.keep_topics is not None and time.monotonic() - probed >= TOPIC_PROBE_S:
+                probed = time.monotonic()
+                try:
+                    if made := await self.keep_topics():
+                        log.warning("topics %s were gone (broker restarted?); re-created them",
+                                    made)
+                except (KafkaError, OSError) as exc:
+                    log.warning("could not check topics (%s); will retry", exc)
             if self.stream is not None and self.held:
                 async with self.lock:
                     await self._release()
-
-    async def _probe_topics(self) -> None:
-        try:
-            if self.keep_topics is not None and (made := await self.keep_topics()):
-                log.warning("topics %s were gone (broker restarted?); re-created them", made)
-        except (KafkaError, OSError) as exc:
-            log.warning("could not check topics (%s); will retry", exc)
-        await self._read_renewed_topics_again()
-
-    async def _read_renewed_topics_again(self) -> None:
-        """A topic under a new id was re-created (an empty broker restart): read it from 0.
-
-        The events held from its old incarnation are acknowledged first, so
-        that the consumer's reset discards those acknowledgements too; the
-        projections skip by identity whatever they already applied.
-        """
-        if self.incarnations is None or self.consumer is None:
-            return
-        now = await asyncio.to_thread(self.incarnations.current, self.topics)
-        renewed = {t for t, tid in now.items()
-                   if tid is not None and self.topic_ids.get(t, tid) != tid}
-        self.topic_ids.update({t: tid for t, tid in now.items() if tid is not None})
-        if not renewed:
-            return
-        log.warning("topics %s were re-created (broker restarted?): reading them again "
-                    "from the start", sorted(renewed))
-        async with self.lock:
-            old = [e for e in self.held if e.message.topic in renewed]
-            for event in old:
-                await self.stream.ack(event)
-            self.held = [e for e in self.held if e.message.topic not in renewed]
-            try:
-                await self.consumer.read_again({tp for tp in self.consumer.assignment()
-                                                if tp.topic in renewed})
-            except IllegalStateError:  # mid-rebalance: the new assignment starts afresh
-                log.info("partitions moved while re-reading them; the rebalance resets them")
 
     async def _release(self) -> None:
         self.last = time.monotonic()

@@ -184,9 +184,7 @@ class WorkerRuntime:
             self.intake = StreamIntake(
                 pipeline, self.publish, batch=s.worker_batch, checkpoint_s=s.checkpoint_s,
                 keep_topics=functools.partial(ensure_topics, addresses.kafka_bootstrap, topics,
-                                              s.partitions, s.kafka_ssl_context()),
-                incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)),
-                topics=[topic_name(s.topic_prefix, t) for t in STREAMS])
+                                              s.partitions, s.kafka_ssl_context()))
         self.started.set()
         return self.intake
 
