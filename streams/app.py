@@ -27,12 +27,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from schemas.addresses import StackNotRunning, resolve
 from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
 from schemas.settings import Settings
 from streams.faust_transport import SelflearnApp
 from streams.pipeline import Publish
 from streams.stream_intake import StreamIntake
+from streams.topics import make_topics, refuse_auto_create
 from streams.worker import WorkerRuntime, broker_url, wait_for_broker
 
 log = logging.getLogger(__name__)
@@ -53,13 +56,29 @@ app = SelflearnApp(
 
 @app.on_worker_init.connect
 def _broker_first(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-    """Before Faust starts its producer: wait for the broker (streams.worker.wait_for_broker).
+    """Before Faust starts its clients: wait for the broker, then make our topics.
 
-    Only for a broker that is configured (or in ``stack.json``): with none,
-    the worker fails at once, naming what is missing.
+    Waiting: see :func:`streams.worker.wait_for_broker`. Only for a broker
+    that is configured (or in ``stack.json``): with none, the worker fails at
+    once, naming what is missing. Topics not made here (the broker did not
+    answer in time) are made by the intake's probe once it does.
     """
+    refuse_auto_create()  # before Faust's consumer asks for metadata naming our topics
     with contextlib.suppress(StackNotRunning):
-        wait_for_broker(f"kafka://{resolve(settings).kafka_bootstrap}")
+        bootstrap = resolve(settings).kafka_bootstrap
+        if wait_for_broker(f"kafka://{bootstrap}"):
+            # Made with our partition count before Faust subscribes: its consumer's
+            # first metadata request would otherwise leave a fresh broker to create
+            # them with its own (Tansu: 4), and agents would hash onto other partitions.
+            try:
+                made = make_topics(bootstrap, [topic_name(prefix, t) for t in
+                                               (*STREAMS, DEAD_LETTER)],
+                                   settings.partitions, settings.kafka_ssl_context())
+            except KafkaError as exc:
+                log.warning("could not make the topics yet (%s); the intake will", exc)
+            else:
+                if made:
+                    log.info("created topics %s", made)
 
 
 # -- topics -------------------------------------------------------------------

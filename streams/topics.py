@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import ssl
@@ -41,6 +43,18 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
     return missing
 
 
+def make_topics(bootstrap: str, topics: Iterable[str], partitions: int,
+                ssl_context: ssl.SSLContext | None = None) -> list[str]:
+    """:func:`ensure_topics` from synchronous code, on a loop of its own in another thread.
+
+    For start-up hooks that run before (or beside) the caller's event loop,
+    which ``asyncio.run`` on this thread would replace.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="topics") as pool:
+        return pool.submit(asyncio.run, ensure_topics(bootstrap, list(topics), partitions,
+                                                      ssl_context)).result()
+
+
 def refuse_auto_create() -> None:
     """Make this process's aiokafka clients ask for metadata with topic auto-creation off.
 
@@ -54,9 +68,11 @@ def refuse_auto_create() -> None:
     whose key hashes differently modulo that count moved partition (its events
     counted as sequence gaps in the new shard, and co-partitioning broke).
     Topics are only ever made by :func:`ensure_topics`. The worker calls this
-    when it starts (either intake re-creates every
-    topic the worker reads or writes once the broker lost them); the SDK does not
-    (it would change an agent's own aiokafka clients).
+    before Faust starts its clients (Faust's consumer, starting on a fresh
+    broker, created them with 4 partitions so) and makes its topics right
+    after; either intake re-creates every topic the worker reads or writes
+    once the broker lost them. The SDK does not call it (it would change an
+    agent's own aiokafka clients).
     """
     import aiokafka.client
 
