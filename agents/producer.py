@@ -49,7 +49,6 @@ broker); with one agent instead of eight the p99 was 55–73 µs against 77–98
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -256,21 +255,29 @@ class BackgroundProducer:
     # -- background thread ------------------------------------------------------
     def _take(self, limit: int) -> list[Row]:
         """Up to ``limit`` queued rows, oldest first, with their bytes made."""
-        queued: list[Queued] = []
-        with self._lock, contextlib.suppress(IndexError):
-            for _ in range(limit):
-                queued.append(self._queue.popleft())
-            # Taken but not yet produced still counts as pending, and keeps
-            # the direct path from overtaking these rows.
-            self._taking = len(queued)
+        with self._lock:
+            # Taken but not yet produced still counts as pending, and keeps the
+            # direct path from overtaking these rows. Counted before they leave
+            # the deque: ``pending`` reads both without the lock, and a row seen
+            # in neither let ``flush`` return before its bytes were even made
+            # (a subject's event sealed after ``flush`` returned, and erased).
+            self._taking = min(limit, len(self._queue))
+            queued = [self._queue.popleft() for _ in range(self._taking)]
         return [(seq, topic, key, value if isinstance(value, bytes) else value())
                 for seq, topic, key, value in queued]
 
     def _spill(self) -> None:
-        """Everything undelivered (failed, queued) into the outbox, in sequence order."""
-        rows = [self._failed.popleft() for _ in range(len(self._failed))]
-        rows += self._take(len(self._queue))
+        """Everything undelivered (failed, queued) into the outbox, in sequence order.
+
+        Rows leave ``_failed`` and ``_taking`` only once the outbox holds them, so
+        ``pending`` (no lock) never misses them on the way. Only this thread (or
+        ``close`` after it ended) appends to ``_failed``.
+        """
+        failed = list(self._failed)
+        rows = failed + self._take(len(self._queue))
         self._outbox.put_many(rows)
+        for _ in failed:
+            self._failed.popleft()
         self.stats.spilled += len(rows)
         self._taking = 0
 
