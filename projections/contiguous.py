@@ -63,6 +63,10 @@ class ContiguousReads:
         self._since.pop(tp, None)
         self._reported.pop(tp, None)
 
+    def holds(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is being read again: its last batch started past a hole."""
+        return tp in self._since
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Positions no longer hold (revoked, re-created): the next batch starts afresh."""
         for tp in partitions:

@@ -88,8 +88,9 @@ def test_a_reader_without_a_group_goes_on_only_where_it_stopped(stack: Addresses
             assert tp not in await reads.keep(consumer, {tp: got[1:]})
             assert [m.offset for m in (await reads.keep(consumer, {tp: got[:3]}))[tp]] == [0, 1, 2]
             assert tp not in await reads.keep(consumer, {tp: got[4:]})  # 3 jumped over
-            assert await consumer.position(tp) == 3
+            assert await consumer.position(tp) == 3 and reads.holds(tp)
             assert [m.offset for m in (await reads.keep(consumer, {tp: got[3:]}))[tp]] == [3, 4, 5]
+            assert not reads.holds(tp)
         finally:
             await consumer.stop()
 
