@@ -33,7 +33,7 @@ from agents.outbox import Outbox
 from agents.privacy import scrub_payload
 from agents.producer import BackgroundProducer, ProducerStats
 from schemas import CATALOG, Envelope, EventValidationError, decode, encode, new_event, uuid7
-from schemas.catalog import DEAD_LETTER, STREAMS, intake_group, topic_name
+from schemas.catalog import DEAD_LETTER, STREAMS, all_topics, intake_group, topic_name
 from schemas.deadletter import dead_letter
 from schemas.envelope import check_size
 from schemas.protect import CONTEXT_PERSONAL, Protector, personal_paths
@@ -151,9 +151,8 @@ class AgentClient:
         self._producer: BackgroundProducer | None = None
         self._offline_seq = itertools.count(self._outbox.max_seq() + 1)  # no broker: outbox only
         if bootstrap is not None:
-            all_topics = [topic_name(topic_prefix, s) for s in (*STREAMS, DEAD_LETTER)]
             self._producer = BackgroundProducer(
-                bootstrap, self._outbox, topics=all_topics, partitions=partitions,
+                bootstrap, self._outbox, topics=all_topics(topic_prefix), partitions=partitions,
                 queue_size=queue_size, ssl_context=ssl_context, resend_window_s=resend_window_s,
                 admin_config=admin_config, confirm_group=intake_group(topic_prefix),
             )

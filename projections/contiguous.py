@@ -46,8 +46,7 @@ class ContiguousReads:
     ``from_commit`` says where a partition's first batch must start when no
     position is known yet: at the group's committed offset (a group member
     resuming), else — and always without it — at offset 0 (see the module's
-    note on the reported start). A reader that seeks elsewhere says so with
-    :meth:`expect`.
+    note on the reported start).
     """
 
     def __init__(self, *, from_commit: bool = False, wait_s: float = JUMP_WAIT_S) -> None:
@@ -56,12 +55,6 @@ class ContiguousReads:
         self.next: dict[TopicPartition, int] = {}  # the offset each partition goes on at
         self._since: dict[TopicPartition, float] = {}  # partitions held back since (monotonic)
         self._reported: dict[TopicPartition, int] = {}  # start the broker named, if not 0
-
-    def expect(self, tp: TopicPartition, offset: int) -> None:
-        """The reader sought ``tp`` to ``offset``: its next batch must start there."""
-        self.next[tp] = offset
-        self._since.pop(tp, None)
-        self._reported.pop(tp, None)
 
     def holds(self, tp: TopicPartition) -> bool:
         """Whether ``tp`` is being read again: its last batch started past a hole."""
@@ -91,8 +84,8 @@ class ContiguousReads:
             first = messages[0].offset
             if expected is not None and first > expected:
                 # Before the start the broker reports, a lasting hole is retention's.
-                wait = min(START_WAIT_S, self.wait_s) if first == self._reported.get(tp) \
-                    else self.wait_s
+                at_reported_start = first == self._reported.get(tp)
+                wait = min(START_WAIT_S, self.wait_s) if at_reported_start else self.wait_s
                 if tp not in self._since:
                     log.info("%s-%d: batch starts at %d, expected %d; reading it again",
                              tp.topic, tp.partition, first, expected)
@@ -101,7 +94,7 @@ class ContiguousReads:
                     self.next[tp] = expected
                     consumer.seek(tp, expected)
                     continue
-                log.log(logging.INFO if first == self._reported.get(tp) else logging.WARNING,
+                log.log(logging.INFO if at_reported_start else logging.WARNING,
                         "%s-%d: offsets %d..%d never appeared in %.0f s; going on",
                         tp.topic, tp.partition, expected, first - 1, wait)
             self._since.pop(tp, None)

@@ -161,6 +161,15 @@ def topic_name(prefix: str, stream: str) -> str:
     return f"{prefix}.{stream}"
 
 
+def all_topics(prefix: str) -> list[str]:
+    """Every topic of a deployment: each stream's, then the dead letters'.
+
+    >>> all_topics("s")[-1]
+    's.dlq'
+    """
+    return [topic_name(prefix, s) for s in (*STREAMS, DEAD_LETTER)]
+
+
 def intake_group(prefix: str) -> str:
     """Consumer group of the workers' intake: its commits say what every projection applied.
 

@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from schemas.addresses import StackNotRunning, resolve
-from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
+from schemas.catalog import DEAD_LETTER, STREAMS, all_topics, topic_name
 from schemas.settings import Settings
 from streams.faust_transport import SelflearnApp
 from streams.pipeline import Publish
@@ -71,9 +71,8 @@ def _broker_first(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
             # first metadata request would otherwise leave a fresh broker to create
             # them with its own (Tansu: 4), and agents would hash onto other partitions.
             try:
-                made = make_topics(bootstrap, [topic_name(prefix, t) for t in
-                                               (*STREAMS, DEAD_LETTER)],
-                                   settings.partitions, settings.kafka_ssl_context())
+                made = make_topics(bootstrap, all_topics(prefix), settings.partitions,
+                                   settings.kafka_ssl_context())
             except KafkaError as exc:
                 log.warning("could not make the topics yet (%s); the intake will", exc)
             else:

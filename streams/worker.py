@@ -42,7 +42,7 @@ from projections.policy_store import PolicyStore
 from projections.redis_client import redis_client
 from projections.registry import ModelRegistry
 from schemas.addresses import Addresses, StackNotRunning, resolve
-from schemas.catalog import DEAD_LETTER, STREAMS, intake_group, topic_name
+from schemas.catalog import DEAD_LETTER, STREAMS, all_topics, intake_group, topic_name
 from schemas.cipher import FieldCipher
 from schemas.protect import key_store
 from schemas.settings import Settings
@@ -180,7 +180,7 @@ class WorkerRuntime:
                 incarnations=TopicIncarnations(s.librdkafka_config(addresses.kafka_bootstrap)),
                 outputs=[topic_name(s.topic_prefix, DEAD_LETTER)])
         else:
-            topics = [topic_name(s.topic_prefix, t) for t in (*STREAMS, DEAD_LETTER)]
+            topics = all_topics(s.topic_prefix)
             self.intake = StreamIntake(
                 pipeline, self.publish, batch=s.worker_batch, checkpoint_s=s.checkpoint_s,
                 keep_topics=functools.partial(ensure_topics, addresses.kafka_bootstrap, topics,

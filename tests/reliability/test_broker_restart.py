@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from agents.client import AgentClient
 from schemas import Envelope
 from schemas.addresses import Addresses
-from schemas.catalog import DEAD_LETTER, STREAMS, topic_name
+from schemas.catalog import all_topics
 from schemas.settings import Settings
 from tests.reliability.harness import Lab, PrivateBroker, check
 
@@ -148,7 +148,7 @@ def test_topics_have_our_partition_count_at_start_and_after_an_empty_restart(
     lab, broker = _private_lab(settings, stack, tmp_path)
     try:
         lab.worker("w1", SELFLEARN_INTAKE=intake)
-        ours = [topic_name(lab.prefix, s) for s in (*STREAMS, DEAD_LETTER)]
+        ours = all_topics(lab.prefix)
         assert _partition_counts(broker.address, ours) == dict.fromkeys(ours, settings.partitions)
         broker.kill()
         broker.start()  # empty: every topic is gone
